@@ -1,0 +1,188 @@
+"""Properties of the Perceiver a user would notice if they broke: shapes, attention, invariance, sharing."""
+import math
+
+import pytest
+import torch
+
+from perceiver.model import Perceiver, PerceiverConfig
+from perceiver.position import FourierEncoding, fourier_features, grid_positions
+
+
+def tiny(**kw) -> PerceiverConfig:
+    base = dict(in_channels=3, num_classes=5, pos_dim=2, fourier_bands=4, max_freq=8.0, num_latents=6,
+                latent_dim=16, num_cross_attend_stages=3, num_transformer_blocks=2, num_heads=2, mlp_ratio=2.0)
+    base.update(kw)
+    return PerceiverConfig(**base)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("hw", [(8, 8), (5, 11), (16, 16)])
+def test_image_logits_shape_for_several_sizes(hw):
+    model = Perceiver(tiny()).eval()
+    n = hw[0] * hw[1]
+    assert model(torch.randn(3, n, 3), grid_positions(*hw)).shape == (3, 5)
+
+
+@pytest.mark.parametrize("n_points", [17, 64, 300])
+def test_point_cloud_logits_shape_for_several_sizes(n_points):
+    model = Perceiver(tiny(pos_dim=3, num_classes=40, max_freq=64.0)).eval()
+    assert model(torch.rand(2, n_points, 3) * 2 - 1).shape == (2, 40)
+
+
+def test_fourier_features_match_the_formula():
+    pos = torch.tensor([[0.25, -0.5]])
+    feats = fourier_features(pos, num_bands=3, max_freq=10.0)  # bands 1, 3, 5 (linspace(1, max_freq / 2, 3))
+    assert feats.shape == (1, 2 * (2 * 3 + 1))
+    x = 0.25  # first axis: sin of each band, cos of each band, raw position
+    expected = [math.sin(math.pi * f * x) for f in (1, 3, 5)] + [math.cos(math.pi * f * x) for f in (1, 3, 5)] + [x]
+    assert torch.allclose(feats[0, :7], torch.tensor(expected), atol=1e-6)
+    assert feats[0, 13].item() == pytest.approx(-0.5)
+
+
+def test_fourier_encoding_is_cached_for_shared_positions():
+    enc = FourierEncoding(pos_dim=2, num_bands=4, max_freq=8.0)
+    pos = grid_positions(4, 4)
+    assert enc(pos) is enc(pos)  # computed once, not per batch
+    pos.mul_(0.5)  # an in-place change must not return stale features
+    assert torch.allclose(enc(pos), fourier_features(pos, num_bands=4, max_freq=8.0))
+
+
+def test_grid_positions_span_minus_one_to_one_row_major():
+    pos = grid_positions(2, 3)
+    assert pos.tolist() == [[-1, -1], [-1, 0], [-1, 1], [1, -1], [1, 0], [1, 1]]
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_attention_capture_returns_the_weights_the_forward_used(pooling):
+    cfg = tiny(output_pooling=pooling, cross_heads=2)
+    model = Perceiver(cfg).eval()
+    x, pos = torch.randn(2, 64, 3), grid_positions(8, 8)
+    fast = model(x, pos)
+    logits, attn = model(x, pos, return_attention=True)
+    torch.testing.assert_close(fast, logits, rtol=1e-5, atol=1e-5)
+    m = cfg.num_latents + (pooling == "cls")
+    assert len(attn["cross"]) == cfg.num_cross_attend_stages
+    for w in attn["cross"]:
+        assert w.shape == (2, 2, m, 64)
+        torch.testing.assert_close(w.sum(-1), torch.ones(2, 2, m))  # every latent's row is a distribution
+        assert (w >= 0).all()
+    assert [len(s) for s in attn["self"]] == [cfg.num_transformer_blocks] * cfg.num_cross_attend_stages
+    assert attn["self"][0][0].shape == (2, cfg.num_heads, m, m)
+    # Recompute the first cross-attention by hand from the module's weights: the returned map must be it.
+    cross = model.cross_layers[0]
+    latents = model.latents.expand(2, -1, -1)
+    if pooling == "cls":
+        latents = torch.cat([latents, model.cls.expand(2, -1, -1)], dim=1)
+    pe = model.position_features(x, pos)
+    inp = torch.cat([x, pe.expand(2, -1, -1)], dim=-1)
+    k, _ = cross.to_kv(inp).chunk(2, dim=-1)
+    q = cross.to_q(cross.norm_q(latents))
+    hd = cfg.latent_dim // 2
+    q, k = q.view(2, m, 2, hd).transpose(1, 2), k.view(2, 64, 2, hd).transpose(1, 2)
+    by_hand = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(hd), dim=-1)
+    torch.testing.assert_close(attn["cross"][0], by_hand, rtol=1e-4, atol=1e-6)
+
+
+def test_permuting_tokens_together_with_their_positions_leaves_logits_unchanged():
+    model = Perceiver(tiny()).eval()
+    x, pos = torch.randn(2, 64, 3), grid_positions(8, 8)
+    perm = torch.randperm(64)
+    torch.testing.assert_close(model(x, pos), model(x[:, perm], pos[perm]), rtol=1e-5, atol=1e-5)
+
+
+def test_point_cloud_order_does_not_matter():
+    model = Perceiver(tiny(pos_dim=3)).eval()
+    x = torch.rand(2, 50, 3) * 2 - 1
+    torch.testing.assert_close(model(x), model(x[:, torch.randperm(50)]), rtol=1e-5, atol=1e-5)
+
+
+def test_learned_pe_depends_on_token_order_and_fixed_size():
+    model = Perceiver(tiny(use_learned_pe=True, num_tokens=64)).eval()
+    assert model.pos_enc.pos_emb.shape == (64, model.config.pe_features)
+    assert model.pos_enc.pos_emb.std().item() == pytest.approx(0.02, rel=0.3)
+    x = torch.randn(2, 64, 3)
+    assert not torch.allclose(model(x), model(x[:, torch.randperm(64)]))
+    with pytest.raises(ValueError, match="64 tokens"):
+        model(torch.randn(2, 32, 3))
+
+
+def test_weight_sharing_changes_the_parameter_count_as_expected():
+    shared = Perceiver(tiny(num_cross_attend_stages=4))
+    unshared = Perceiver(tiny(num_cross_attend_stages=4, weight_sharing=False))
+    one_stage = Perceiver(tiny(num_cross_attend_stages=1))
+    per_stage = sum(p.numel() for p in shared.cross_layers[0].parameters()) + \
+        sum(p.numel() for p in shared.latent_layers[0].parameters())
+    # Sharing: the first stage plus one shared stage; no sharing: four stages of their own.
+    assert len(shared.cross_layers) == 2 and len(unshared.cross_layers) == 4
+    assert shared.num_parameters() == one_stage.num_parameters() + per_stage
+    assert unshared.num_parameters() == one_stage.num_parameters() + 3 * per_stage
+    assert shared.stage_modules == [0, 1, 1, 1]
+
+
+def test_latent_array_init_is_truncated_normal_002():
+    model = Perceiver(tiny(num_latents=256, latent_dim=64))
+    lat = model.latents.detach()
+    assert lat.abs().max() <= 0.04 + 1e-6
+    assert lat.std().item() == pytest.approx(0.02, rel=0.2)
+
+
+def test_gradients_reach_every_parameter():
+    for kw in (dict(), dict(output_pooling="cls"), dict(use_learned_pe=True, num_tokens=16)):
+        model = Perceiver(tiny(**kw))
+        model(torch.randn(2, 16, 3), grid_positions(4, 4)).sum().backward()
+        missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+        assert not missing, missing
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_both_poolings_train(pooling):
+    # Two separable classes by colour: the loss must fall well below its start.
+    model = Perceiver(tiny(output_pooling=pooling, num_classes=2, num_cross_attend_stages=1, num_transformer_blocks=1))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    y = torch.arange(32) % 2
+    x = torch.randn(32, 16, 3) * 0.3 + (y.float() * 2 - 1)[:, None, None]
+    pos = grid_positions(4, 4)
+    losses = []
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(model(x, pos), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    cfg = tiny(dropout=0.0)
+    a, b = Perceiver(cfg), Perceiver(PerceiverConfig(**{**cfg.to_dict(), "activation_checkpointing": True}))
+    b.load_state_dict(a.state_dict())
+    x, pos = torch.randn(2, 16, 3), grid_positions(4, 4)
+    a(x, pos).pow(2).sum().backward()
+    b(x, pos).pow(2).sum().backward()
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_config_round_trips_and_validates():
+    cfg = tiny(output_pooling="cls", weight_sharing=False)
+    assert PerceiverConfig.from_dict(cfg.to_dict()) == cfg
+    model = Perceiver(PerceiverConfig.from_dict(cfg.to_dict()))
+    model.load_state_dict(Perceiver(cfg).state_dict())  # same architecture, same keys
+    with pytest.raises(ValueError, match="divisible"):
+        tiny(latent_dim=10, num_heads=3)
+    with pytest.raises(ValueError, match="output_pooling"):
+        tiny(output_pooling="max")
+    with pytest.raises(ValueError, match="unknown"):
+        PerceiverConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def test_bad_input_shapes_are_named():
+    model = Perceiver(tiny())
+    with pytest.raises(ValueError, match=r"\(B, N, 3\)"):
+        model(torch.randn(2, 16, 4), grid_positions(4, 4))
+    with pytest.raises(ValueError, match="positions"):
+        model(torch.randn(2, 16, 3), grid_positions(3, 3))
