@@ -1,0 +1,141 @@
+"""Dataset registry: the `DataBundle` contract, the `data` command-line flags and `build_dataset`.
+
+Every dataset yields `(x, label)` with `x` a float32 `(N, C)` token array (one token per pixel or per point) and
+`label` an int; the bundle carries everything else a model or a visualizer needs (positions, permutation,
+normalisation statistics, class names). The loaders live in `cifar10.py`, `modelnet40.py` and `shapes.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from dataclasses import dataclass
+
+import torch
+
+DATASETS = ("cifar10", "modelnet40", "shapes2d", "shapes3d")
+POINT_CLOUD_DATASETS = ("modelnet40", "shapes3d")
+
+# Per-dataset training defaults that train.py reads when its own flags are left unset. CIFAR-10 and ModelNet40
+# follow the paper; the built-in sets are sized for a CPU smoke run (32x32 images need no more than the
+# Nyquist frequency 16 = max_freq / 2; the unit-sphere toy solids need no fine detail).
+DATASET_DEFAULTS: dict[str, dict] = {
+    "cifar10": {"batch_size": 64, "fourier_bands": 64, "max_freq": 32.0},
+    "modelnet40": {"batch_size": 8, "fourier_bands": 64, "max_freq": 1120.0},
+    "shapes2d": {"batch_size": 32, "fourier_bands": 16, "max_freq": 32.0},
+    "shapes3d": {"batch_size": 32, "fourier_bands": 16, "max_freq": 32.0},
+}
+
+# dataset name -> (module, builder function); imported lazily so that e.g. h5py is only needed for ModelNet40.
+_BUILDERS = {
+    "cifar10": ("cifar10", "build_cifar10"),
+    "modelnet40": ("modelnet40", "build_modelnet40"),
+    "shapes2d": ("shapes", "build_shapes2d"),
+    "shapes3d": ("shapes", "build_shapes3d"),
+}
+
+
+@dataclass
+class DataBundle:
+    """A train/test pair plus the metadata the model and the visualizers need (see docs/ARCHITECTURE.md)."""
+
+    name: str  # 'cifar10' | 'modelnet40' | 'shapes2d' | 'shapes3d'
+    kind: str  # 'image' | 'pointcloud'
+    train: torch.utils.data.Dataset  # items: (x float32 (N, C), label int)
+    test: torch.utils.data.Dataset
+    num_classes: int
+    class_names: list[str]
+    num_tokens: int  # N
+    in_channels: int  # C
+    pos_dim: int  # 2 for images, 3 for point clouds
+    positions: torch.Tensor | None  # images: (N, 2) (row, col) in [-1, 1], permuted like the pixels
+    image_shape: tuple | None  # (H, W, C) for images
+    permutation: torch.Tensor | None  # (N,) long: token i is row-major pixel permutation[i]
+    mean: tuple[float, ...] | None  # per-channel normalisation statistics (images)
+    std: tuple[float, ...] | None
+    source: str  # one line: where the data came from and which case
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """Add the `data` argument group (dataset choice, location, permutation, augmentation, sizes)."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--dataset", choices=DATASETS, default="cifar10",
+                   help="dataset to train on; shapes2d/shapes3d are generated in memory (default: %(default)s)")
+    g.add_argument("--data_dir", default="./data",
+                   help="folder holding cifar-10-batches-py/ and modelnet40_ply_hdf5_2048/; missing ones are "
+                        "downloaded there (default: %(default)s)")
+    g.add_argument("--modelnet40_num_points", type=int, default=2048,
+                   help="points per ModelNet40 shape, 1..2048: a random subset each time in training, a fixed "
+                        "one at evaluation (default: %(default)s)")
+    g.add_argument("--permute_pixels", action="store_true",
+                   help="apply one fixed random permutation to the pixels of every image, train and test alike; "
+                        "positions travel with their pixels (default: %(default)s)")
+    g.add_argument("--permute_pixels_seed", type=int, default=42,
+                   help="seed of the pixel permutation (default: %(default)s)")
+    g.add_argument("--no_augment", action="store_true",
+                   help="turn off training augmentation (CIFAR-10 crop+flip, ModelNet40 scaling; the built-in "
+                        "datasets are never augmented) (default: %(default)s)")
+    g.add_argument("--modelnet40_rotate", action="store_true",
+                   help="ModelNet40 training augmentation: random rotation about the up (+y) axis "
+                        "(default: %(default)s)")
+    g.add_argument("--modelnet40_jitter", type=float, default=0.0,
+                   help="ModelNet40 training augmentation: std of gaussian per-point jitter, 0 = off "
+                        "(default: %(default)s)")
+    g.add_argument("--modelnet40_url", default=None,
+                   help="download URL of modelnet40_ply_hdf5_2048.zip; also env var PERCEIVER_MODELNET40_URL "
+                        "(default: %(default)s = the Stanford URL)")
+    g.add_argument("--shapes_train_size", type=int, default=3000,
+                   help="shapes2d/shapes3d: number of training samples (default: %(default)s)")
+    g.add_argument("--shapes_test_size", type=int, default=1000,
+                   help="shapes2d/shapes3d: number of test samples (default: %(default)s)")
+    g.add_argument("--shapes_num_points", type=int, default=256,
+                   help="shapes3d: points per shape (default: %(default)s)")
+
+
+def validate_data_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Reject flag combinations that make no sense, via `parser.error` (one line, exit code 2)."""
+    point_cloud = args.dataset in POINT_CLOUD_DATASETS
+    if args.permute_pixels and point_cloud:
+        parser.error(f"--permute_pixels needs an image dataset (cifar10, shapes2d), not {args.dataset}: "
+                     "point clouds have no pixel order to permute")
+    if not 1 <= args.modelnet40_num_points <= 2048:
+        parser.error(f"--modelnet40_num_points must be in 1..2048 (the release has 2048 points per shape), "
+                     f"got {args.modelnet40_num_points}")
+    if args.modelnet40_jitter < 0:
+        parser.error(f"--modelnet40_jitter is a standard deviation and must be >= 0, got {args.modelnet40_jitter}")
+    uses_modelnet_aug = args.modelnet40_rotate or args.modelnet40_jitter > 0
+    if uses_modelnet_aug and args.dataset != "modelnet40":
+        parser.error(f"--modelnet40_rotate/--modelnet40_jitter apply to --dataset modelnet40 only, not {args.dataset}")
+    if uses_modelnet_aug and args.no_augment:
+        parser.error("--modelnet40_rotate/--modelnet40_jitter are training augmentations: drop them or --no_augment")
+    if args.dataset.startswith("shapes"):
+        for flag in ("shapes_train_size", "shapes_test_size"):
+            if getattr(args, flag) < 10:
+                parser.error(f"--{flag} must be at least 10 (one sample per class), got {getattr(args, flag)}")
+        if args.shapes_num_points < 1:
+            parser.error(f"--shapes_num_points must be >= 1, got {args.shapes_num_points}")
+
+
+def _flag_defaults() -> dict:
+    parser = argparse.ArgumentParser(add_help=False)
+    add_data_args(parser)
+    return vars(parser.parse_args([]))
+
+
+def build_dataset(args: argparse.Namespace) -> DataBundle:
+    """Build the bundle named by `args.dataset`; flags missing from `args` take their defaults.
+
+    Raises `perceiver.errors.DataError` for missing data that cannot be downloaded and for corrupt files.
+    """
+    # Filling defaults lets scripts and tests pass a partial Namespace (e.g. dataset, data_dir, seed).
+    opts = argparse.Namespace(**{**_flag_defaults(), "seed": 0, **vars(args)})
+    if opts.seed is None:
+        opts.seed = 0  # the built-in sets must be reproducible even when the caller seeds nothing
+    if opts.dataset not in _BUILDERS:
+        raise ValueError(f"unknown dataset {opts.dataset!r}; choose one of {', '.join(DATASETS)}")
+    module_name, func_name = _BUILDERS[opts.dataset]
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    return getattr(module, func_name)(opts)
+
+
+__all__ = ["DATASETS", "DATASET_DEFAULTS", "DataBundle", "add_data_args", "build_dataset", "validate_data_args"]
