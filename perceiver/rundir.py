@@ -35,6 +35,8 @@ import numpy as np
 
 from .errors import RunDirError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 STATES = ("running", "finished", "failed", "interrupted")
 ATTENTION_PATTERN = "epoch_{:04d}.npz"
 
@@ -51,6 +53,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binar
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600 files; run files should read like any other
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
@@ -302,15 +305,19 @@ class RunDir:
         save_attention(path, snap)
         return path
 
-    def truncate_metrics(self, last_epoch: int) -> None:
+    def truncate_metrics(self, last_epoch: int, last_step: int | None = None) -> None:
         """Drop metric rows past ``last_epoch`` (rows a crashed run wrote after its last checkpoint).
 
         Resuming from a checkpoint of epoch k replays epochs k+1...; without this those epochs would appear twice.
+        With ``last_step`` (a mid-epoch checkpoint), steps.jsonl keeps its rows up to that optimizer step instead.
         """
         for path in (self.metrics_path, self.steps_path, self.per_class_path):
             if not path.exists():
                 continue
-            rows = [r for r in read_jsonl(path) if int(r.get("epoch", 0)) <= last_epoch]
+            if path == self.steps_path and last_step is not None:
+                rows = [r for r in read_jsonl(path) if int(r.get("step", 0)) <= last_step]
+            else:
+                rows = [r for r in read_jsonl(path) if int(r.get("epoch", 0)) <= last_epoch]
             text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
             atomic_write(path, lambda f, t=text: f.write(t), binary=False)
 

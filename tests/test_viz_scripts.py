@@ -1,0 +1,186 @@
+"""visualize_results.py and visualize_attention.py on synthetic run directories (written with the rundir writer):
+an image run, a permuted-pixel image run, a point-cloud run, a run still training and broken runs.
+No torch, no training; small figures (low dpi) to stay fast."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (ROOT, ROOT / "tests"):  # the scripts live at the repository root; shared helpers beside this file
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.image as mpimg  # noqa: E402
+import pytest  # noqa: E402
+
+import visualize_attention  # noqa: E402
+import visualize_results  # noqa: E402
+from perceiver.rundir import RunDir  # noqa: E402
+from perceiver.viz import synthetic  # noqa: E402
+from perceiver.viz.training_metrics import compute_metrics  # noqa: E402
+
+DPI = ["--dpi", "40"]
+SMALL = dict(latents=6, samples=2, points=128, size=12)
+
+
+def assert_png(path: Path, min_kb: float = 8.0) -> None:
+    """The file exists, is not tiny, and the picture is not blank (varied pixels, not all white)."""
+    assert path.exists(), f"{path} was not written"
+    assert path.stat().st_size > min_kb * 1024, f"{path} is only {path.stat().st_size} bytes"
+    img = mpimg.imread(str(path))[..., :3]
+    assert img.std() > 0.05, f"{path} looks blank"
+    assert (img.min(-1) < 0.9).mean() > 0.02, f"{path} is almost all white"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("logs")
+    return {
+        "root": root,
+        "image": synthetic.make_run(root / "image", kind="image", epochs=12, attention_epochs=(1, 6, 12), **SMALL),
+        "permuted": synthetic.make_run(root / "permuted", kind="image", epochs=3, attention_epochs=(1, 3),
+                                       permuted=True, **SMALL),
+        "points": synthetic.make_run(root / "points", kind="pointcloud", epochs=4, attention_epochs=(2, 4), **SMALL),
+    }
+
+
+def test_dashboard_and_metrics_json(runs, capsys):
+    run = runs["image"]
+    rc = visualize_results.cli(["--output_dir", str(run.path), "--experiment_name", "Esperimento_Principale",
+                                "--enhanced_attention", "--epochs", "1", "12", "99", *DPI])
+    assert rc == 0
+    out, err = capsys.readouterr()
+    assert "epoch(s) 99" in err  # the missing attention epoch is named, the others drawn
+    assert_png(run.plots_dir / "training_dashboard.png", min_kb=20)
+    report = json.loads((run.plots_dir / "training_metrics.json").read_text())
+    expected = compute_metrics(run.read_metrics())
+    assert report["experiment"] == "Esperimento_Principale"
+    assert report["attention_epochs"] == [1, 12]
+    for key, value in expected["metrics"].items():
+        assert report["metrics"][key] == pytest.approx(value)
+    assert report["state"]["label"] in ("converged", "converging", "diverging")
+    assert report["best"]["test_acc"]["epoch"] == expected["best"]["test_acc"]["epoch"]
+
+
+def test_dashboard_metrics_json_matches_hand_values(tmp_path):
+    from test_viz_metrics import HAND_STABILITY, KNOWN_ROWS
+
+    run = RunDir(tmp_path / "known")
+    run.create()
+    for row in KNOWN_ROWS:
+        run.append_metrics(row)
+    assert visualize_results.cli(["--output_dir", str(run.path), *DPI]) == 0
+    report = json.loads((run.plots_dir / "training_metrics.json").read_text())
+    assert report["metrics"]["stability"] == pytest.approx(HAND_STABILITY)
+    assert report["metrics"]["convergence"] == pytest.approx(0.95)
+    assert report["metrics"]["generalization"] == pytest.approx(0.8)
+    assert report["metrics"]["improvement"] == pytest.approx(0.2)
+    assert report["metrics"]["overfitting"] == pytest.approx(0.2)
+    assert report["gap"]["diagnosis"] == "overfitting"
+    assert_png(run.plots_dir / "training_dashboard.png")
+
+
+def test_attention_image_run_with_evolution_and_self_attention(runs, tmp_path):
+    run = runs["image"]
+    out = tmp_path / "figs"
+    rc = visualize_attention.cli(["--logs_dir", str(run.path), "--output_dir", str(out), "--colormap", "plasma",
+                                  "--alpha", "0.7", "--create_evolution", "--epoch", "1", "12", *DPI])
+    assert rc == 0
+    for name in ("comprehensive_epoch_1_analysis.png", "comprehensive_epoch_12_analysis.png",
+                 "attention_evolution_analysis.png"):
+        assert_png(out / name)
+    assert not (out / "comprehensive_epoch_6_analysis.png").exists()
+    rc = visualize_attention.cli(["--logs_dir", str(run.path), "--output_dir", str(out), "--attention", "self",
+                                  "--epoch", "12", "--head", "0", "--latent", "mean", *DPI])
+    assert rc == 0
+    assert_png(out / "comprehensive_epoch_12_self_analysis.png")
+
+
+def test_attention_permuted_and_point_cloud_runs_default_to_plots(runs):
+    for name, epochs in (("permuted", (1, 3)), ("points", (2, 4))):
+        run = runs[name]
+        assert visualize_attention.cli(["--logs_dir", str(run.path), "--create_evolution", *DPI]) == 0
+        for e in epochs:
+            assert_png(run.plots_dir / f"comprehensive_epoch_{e}_analysis.png")
+        assert_png(run.plots_dir / "attention_evolution_analysis.png")
+
+
+def test_root_with_several_runs_skips_the_broken_one(runs, tmp_path, capsys):
+    root = tmp_path / "logs"
+    for name in ("a", "b"):
+        synthetic.make_run(root / name, kind="image", epochs=2, attention_epochs=(), **SMALL)
+    broken = RunDir(root / "broken")
+    broken.create()
+    broken.write_config({"args": {}})  # started, no epoch finished yet
+    out = tmp_path / "out"
+    assert visualize_results.cli(["--output_dir", str(root), "--save_dir", str(out), *DPI]) == 0
+    err = capsys.readouterr().err
+    assert "broken" in err and "metrics.jsonl" in err and "python train.py" in err
+    assert len(err.strip().splitlines()) == 1
+    for name in ("a", "b"):
+        assert_png(out / name / "training_dashboard.png")
+    # attention: none of these runs saved any -> nothing to draw -> exit 1, one line, no traceback
+    assert visualize_attention.cli(["--logs_dir", str(root / "a"), *DPI]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "--save_attention_maps" in err and len(err.splitlines()) == 1
+
+
+def test_run_in_progress_and_torn_last_line(tmp_path):
+    run = synthetic.make_run(tmp_path / "live", kind="image", epochs=3, attention_epochs=(1,), state="running",
+                             **SMALL)
+    run.write_status("running", epoch=3, epochs=50)
+    with open(run.metrics_path, "a") as f:
+        f.write('{"epoch": 4, "train_acc": 0.')  # a crash mid-append
+    assert visualize_results.cli(["--output_dir", str(run.path), "--enhanced_attention", *DPI]) == 0
+    report = json.loads((run.plots_dir / "training_metrics.json").read_text())
+    assert report["epochs_completed"] == 3 and report["run_status"]["state"] == "running"
+    assert_png(run.plots_dir / "training_dashboard.png")
+
+
+def test_single_epoch_run(tmp_path):
+    run = synthetic.make_run(tmp_path / "one", kind="pointcloud", epochs=1, attention_epochs=(1,), **SMALL)
+    assert visualize_results.cli(["--output_dir", str(run.path), "--enhanced_attention", *DPI]) == 0
+    report = json.loads((run.plots_dir / "training_metrics.json").read_text())
+    assert report["metrics"]["stability"] is None and report["state"]["label"] == "undetermined"
+    assert_png(run.plots_dir / "training_dashboard.png")
+
+
+def test_user_errors_give_one_line(runs, tmp_path, capsys):
+    assert visualize_results.cli(["--output_dir", str(tmp_path / "nope")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "does not exist" in err and len(err.splitlines()) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert visualize_attention.cli(["--logs_dir", str(empty)]) == 1
+    assert "holds no training run" in capsys.readouterr().err
+    assert visualize_attention.cli(["--logs_dir", str(runs["image"].path), "--sample", "9", *DPI]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "--sample 9 is out of range" in err and len(err.splitlines()) == 1
+    with pytest.raises(SystemExit) as e:
+        visualize_attention.cli(["--colormap", "rainbow"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        visualize_results.cli(["--alpha", "3"])
+    assert e.value.code == 2
+
+
+def test_script_entry_point_exit_code_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "visualize_attention.py"), "--logs_dir",
+                           str(tmp_path / "missing")], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_default_scans_logs_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert visualize_results.cli([]) == 1
+    assert "no logs/ folder" in capsys.readouterr().err
+    synthetic.make_run(tmp_path / "logs" / "r", kind="image", epochs=2, attention_epochs=(2,), **SMALL)
+    assert visualize_attention.cli(DPI) == 0
+    assert_png(tmp_path / "logs" / "r" / "plots" / "comprehensive_epoch_2_analysis.png")

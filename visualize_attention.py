@@ -1,0 +1,128 @@
+"""Attention analysis of the maps saved with ``train.py --save_attention_maps``.
+
+For each saved epoch writes ``<run>/plots/comprehensive_epoch_X_analysis.png``, six panels: (a) original image,
+(b) attention heatmap, (c) overlay with the top-5 % attended regions outlined; (d) per-latent (row) statistics,
+(e) per-input-position (column) statistics, (f) entropy and sparsity. Point-cloud runs draw the cloud in 3-D
+(several views) with points coloured by attention; permuted-pixel runs are mapped back through the stored
+permutation so the heatmap lines up with the picture. With --create_evolution also writes
+``attention_evolution_analysis.png`` (the same sample and latent across the saved epochs, with entropy and
+concentration trends).
+
+Selectors and defaults: --epoch (every saved epoch), --sample 0, --stage 0 (or ``all``), --head ``mean`` (mean
+over heads), --latent ``auto`` = the most concentrated latent (lowest attention entropy; in the evolution figure
+chosen at the last epoch and held fixed), ``mean`` = average of all latents, or an index. --attention self shows
+latent self-attention (block --block, default the last of the stage). Selections other than cross-attention,
+stage 0, sample 0 add a tag to the file names (``_stage1``, ``_self``, ``_sample3``).
+
+    python visualize_attention.py                           # every run under logs/
+    python visualize_attention.py --colormap viridis --alpha 0.7 --create_evolution --logs_dir logs/my_experiment
+    python visualize_attention.py --logs_dir logs/my_experiment --epoch 10 --sample 2 --latent 5 --head 0
+    python visualize_attention.py --logs_dir logs/my_experiment --attention self --stage all
+
+Exit codes: 0 when at least one figure was drawn; 1 with one ``error: ...`` line when none could be; 2 for bad
+flags.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from perceiver.errors import PerceiverError  # noqa: E402
+from perceiver.viz import reports  # noqa: E402
+from perceiver.viz.style import COLORMAPS  # noqa: E402
+
+
+def _head(text: str):
+    if text.lower() == "mean":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a head index or 'mean', got {text!r}") from None
+
+
+def _latent(text: str):
+    if text.lower() in ("auto", "mean"):
+        return text.lower()
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a latent index, 'auto' or 'mean', got {text!r}") from None
+
+
+def _stage(text: str):
+    if text.lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a stage index or 'all', got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Attention-map analysis of Perceiver runs.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--logs_dir", default=None,
+                   help="a run directory, or a folder holding several runs (default: logs/)")
+    p.add_argument("--output_dir", default=None,
+                   help="write the figures here instead of <run>/plots/ (one sub-folder per run for several runs)")
+    p.add_argument("--colormap", default="viridis", choices=COLORMAPS, help="colormap of the attention maps")
+    p.add_argument("--alpha", type=float, default=0.6, help="opacity of the heatmap over the image (0-1)")
+    p.add_argument("--create_evolution", action="store_true", help="also write attention_evolution_analysis.png")
+    p.add_argument("--epoch", type=int, nargs="+", default=None, help="saved epoch(s) to analyse (default: all)")
+    p.add_argument("--sample", type=int, default=0, help="probe sample index")
+    p.add_argument("--attention", default="cross", choices=["cross", "self"],
+                   help="cross: latents -> input; self: latents -> latents")
+    p.add_argument("--stage", type=_stage, default=0, help="stage index, or 'all' for one figure per stage")
+    p.add_argument("--block", type=int, default=-1, help="latent block within the stage (--attention self)")
+    p.add_argument("--head", type=_head, default=None, help="head index, or 'mean' (default) for the mean of heads")
+    p.add_argument("--latent", type=_latent, default="auto",
+                   help="latent index, 'auto' (most concentrated latent) or 'mean' (average of latents)")
+    p.add_argument("--dpi", type=int, default=150, help="resolution of the PNG")
+    p.add_argument("--formats", nargs="+", default=["png"], choices=["png", "svg", "pdf"], help="file formats")
+    return p
+
+
+def options(args: argparse.Namespace) -> reports.AttentionOptions:
+    return reports.AttentionOptions(
+        attention=args.attention, stage=args.stage, block=args.block, sample=args.sample, head=args.head,
+        latent=args.latent, epochs=args.epoch, cmap=args.colormap, alpha=args.alpha,
+        create_evolution=args.create_evolution, dpi=args.dpi, formats=tuple(args.formats))
+
+
+def main(args: argparse.Namespace) -> int:
+    runs = reports.resolve_runs(args.logs_dir)
+    several = len(runs) > 1
+    opts = options(args)
+    written, failures = reports.for_each_run(
+        runs, lambda run: reports.render_attention(run, reports.output_dir(run, args.output_dir, several), opts))
+    if not written:
+        raise reports.nothing_drawn(failures)
+    for path in written:
+        reports.info(f"wrote {path}")
+    return 0
+
+
+def cli(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error("--alpha must be between 0 and 1")
+    if args.dpi < 20:
+        parser.error("--dpi must be at least 20")
+    try:
+        return main(args)
+    except PerceiverError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,86 @@
+"""Training dashboard for one run or every run under a folder.
+
+Writes ``<run>/plots/training_dashboard.png`` (three rows: accuracy / loss / live statistics; gap analysis /
+convergence / performance metrics; summary tables; plus an attention row with --enhanced_attention) and
+``<run>/plots/training_metrics.json`` (every number on the figure; accuracies as fractions). A run still
+training is drawn from the epochs written so far. Metric definitions and thresholds:
+``perceiver/viz/training_metrics.py``.
+
+    python visualize_results.py                                  # every run under logs/
+    python visualize_results.py --output_dir logs/my_experiment
+    python visualize_results.py --output_dir logs/my_experiment --experiment_name "Esperimento_Principale" \\
+        --epochs 1 10 20 30 40 50 --enhanced_attention
+    python visualize_results.py --output_dir logs --save_dir figures/   # all runs, figures/<run>/...
+
+Exit codes: 0 when at least one dashboard was drawn; 1 with one ``error: ...`` line when none could be; 2 for
+bad flags.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from perceiver.errors import PerceiverError  # noqa: E402
+from perceiver.viz import reports  # noqa: E402
+from perceiver.viz.style import COLORMAPS  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Training dashboard of Perceiver runs (reads logs/<experiment>/).",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--output_dir", default=None,
+                   help="a run directory, or a folder holding several runs (default: logs/)")
+    p.add_argument("--experiment_name", default=None, help="title of the dashboard (default: the run's folder name)")
+    p.add_argument("--epochs", type=int, nargs="+", default=None,
+                   help="saved attention epochs for the attention row (default: up to 6 evenly spaced)")
+    p.add_argument("--enhanced_attention", action="store_true", help="add attention panels for --epochs")
+    p.add_argument("--save_dir", default=None,
+                   help="write the figures here instead of <run>/plots/ (one sub-folder per run for several runs)")
+    p.add_argument("--colormap", default="viridis", choices=COLORMAPS, help="colormap of the attention panels")
+    p.add_argument("--alpha", type=float, default=0.6, help="opacity of the attention overlay (0-1)")
+    p.add_argument("--dpi", type=int, default=150, help="resolution of the PNG")
+    p.add_argument("--formats", nargs="+", default=["png"], choices=["png", "svg", "pdf"], help="file formats")
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
+    runs = reports.resolve_runs(args.output_dir)
+    several = len(runs) > 1
+
+    def render(run):
+        out = reports.output_dir(run, args.save_dir, several)
+        return reports.render_dashboard(run, out, title=args.experiment_name, epochs=args.epochs,
+                                        enhanced_attention=args.enhanced_attention, cmap=args.colormap,
+                                        alpha=args.alpha, dpi=args.dpi, formats=tuple(args.formats))
+
+    written, failures = reports.for_each_run(runs, render)
+    if not written:
+        raise reports.nothing_drawn(failures)
+    for path in written:
+        reports.info(f"wrote {path}")
+    return 0
+
+
+def cli(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.alpha <= 1.0:
+        parser.error("--alpha must be between 0 and 1")
+    if args.dpi < 20:
+        parser.error("--dpi must be at least 20")
+    try:
+        return main(args)
+    except PerceiverError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
