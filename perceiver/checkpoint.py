@@ -1,0 +1,127 @@
+"""Checkpoints: atomic save, safe load (``weights_only=True``), RNG state capture, config comparison.
+
+A checkpoint is a dict of tensors and plain Python values only, so it loads with ``torch.load(...,
+weights_only=True)`` (no arbitrary code runs when a file is opened)::
+
+    format         CHECKPOINT_FORMAT
+    model_config   PerceiverConfig.to_dict()
+    model          state_dict (tensors)
+    optimizer      optimizer.state_dict()
+    scheduler      the LRSchedule's settings (informational: the rate is a pure function of progress)
+    scaler         GradScaler.state_dict() or None
+    epoch          epochs fully finished
+    batch_in_epoch batches of epoch ``epoch + 1`` already trained (> 0 only for an interrupted epoch)
+    global_step    optimizer steps done
+    elapsed_s      training wall-clock spent so far (the --max_time budget carries over on resume)
+    best           {"metric": "test_acc"|"val_acc", "value": float, "epoch": int}
+    partial        running sums of an interrupted epoch (so its metrics come out as if never interrupted)
+    args           the resolved command-line arguments
+    rng            python, numpy, torch (and cuda) generator states
+    finished       True once the run reached its end (last epoch or time budget)
+
+Files are written with `perceiver.rundir.atomic_write`: a crash mid-save leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError
+from .rundir import atomic_write
+
+CHECKPOINT_FORMAT = 1
+REQUIRED_KEYS = ("format", "model_config", "model", "optimizer", "epoch", "global_step", "args")
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
+    """Load and sanity-check a checkpoint; any problem becomes one `CheckpointError` line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was truncated; delete it, or restart "
+                              f"the run with --overwrite")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, random bytes, foreign pickle: all mean "not a usable checkpoint"
+        text = str(e)
+        if "WeightsUnpickler error:" in text:  # keep the cause, not torch's page of advice
+            text = text.split("WeightsUnpickler error:", 1)[1].split(". ")[0]
+        reason = " ".join(text.split())[:200] or type(e).__name__
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a train.py checkpoint ({type(e).__name__}: "
+                              f"{reason}); restore it or restart the run with --overwrite") from None
+    if not isinstance(state, dict) or any(k not in state for k in REQUIRED_KEYS):
+        missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+        raise CheckpointError(f"checkpoint {path} was not written by train.py (missing {', '.join(missing)})")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path} has format {state['format']}, this train.py reads format "
+                              f"{CHECKPOINT_FORMAT}")
+    return state
+
+
+def config_diff(saved: dict, current: dict) -> list[str]:
+    """``key: saved -> current`` for every key whose value differs (keys missing on one side included)."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if a != b:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
+
+
+def check_model_config(path: str | os.PathLike, saved: dict, current: dict) -> None:
+    diff = config_diff(saved, current)
+    if diff:
+        raise CheckpointError(f"checkpoint {path} belongs to a different model ({'; '.join(diff)}); drop the "
+                              f"differing flags to resume it, or start a new run (new --experiment_name)")
+
+
+def load_model_weights(path: str | os.PathLike, model: torch.nn.Module, state: dict) -> None:
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path}: the weights do not fit the model ({first})") from None
+
+
+# ------------------------------------------------------------------------------------------------ RNG states
+
+
+def capture_rng() -> dict:
+    """Every global generator's state, as tensors and plain values (``weights_only``-safe)."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    random.setstate(_as_tuple(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+def _as_tuple(x):
+    """random.setstate wants nested tuples; a serialised state may come back with lists."""
+    if isinstance(x, (list, tuple)):
+        return tuple(_as_tuple(v) for v in x)
+    return x

@@ -1,0 +1,123 @@
+"""Building a run's parts from its resolved arguments: seeds, data (with the validation split), loaders, model.
+
+Kept apart from the epoch loop (`perceiver.trainer`) so that `--eval_only` and the tests can build the same
+pieces without training.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from .data import DataBundle, build_dataset
+from .distributed import DistInfo, EpochSampler, ShardSampler
+from .errors import DataError
+from .model import Perceiver, PerceiverConfig
+from .probes import dataset_labels
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def eval_view(dataset):
+    """A copy of a training dataset that serves evaluation items: no augmentation, fixed point subsets."""
+    view = copy.copy(dataset)
+    if hasattr(view, "augment"):
+        view.augment = False
+    if hasattr(view, "train"):
+        view.train = False
+    return view
+
+
+def split_train_val(dataset, fraction: float, seed: int) -> tuple[Subset, Subset]:
+    """A stratified, seeded hold-out: about ``fraction`` of every class (at least one sample of each class that
+    has two or more) goes to validation; validation items are served without augmentation."""
+    labels = dataset_labels(dataset)
+    rng = np.random.default_rng([seed, 1])  # a stream of its own: independent of data order and weights
+    val: list[int] = []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        k = min(max(1, int(round(fraction * len(idx)))), len(idx) - 1) if len(idx) > 1 else 0
+        val.extend(int(i) for i in idx[:k])
+    if not val:
+        raise DataError(f"--val_split {fraction} leaves no validation samples: the training set is too small")
+    keep = np.setdiff1d(np.arange(len(labels)), val)
+    return Subset(dataset, keep.tolist()), Subset(eval_view(dataset), sorted(val))
+
+
+def build_data(args: argparse.Namespace) -> tuple[DataBundle, object, object | None]:
+    """(bundle, training set, validation set or None)."""
+    bundle = build_dataset(args)
+    if args.val_split > 0:
+        train, val = split_train_val(bundle.train, args.val_split, args.seed)
+        return bundle, train, val
+    return bundle, bundle.train, None
+
+
+def train_loader(dataset, args: argparse.Namespace, info: DistInfo) -> tuple[DataLoader, EpochSampler]:
+    """Shuffled by (seed, epoch) through `EpochSampler`; the loader's generator (worker seeds) is re-seeded per
+    epoch by the trainer, so no global RNG stream decides the data order or the augmentation of workers."""
+    sampler = EpochSampler(dataset, info=info, shuffle=True, seed=args.seed)
+    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
+                        pin_memory=info.device.type == "cuda", drop_last=False, generator=torch.Generator())
+    return loader, sampler
+
+
+def eval_loader(dataset, args: argparse.Namespace, info: DistInfo) -> DataLoader:
+    return DataLoader(dataset, batch_size=args.batch_size, sampler=ShardSampler(dataset, info=info),
+                      num_workers=args.num_workers, pin_memory=info.device.type == "cuda",
+                      generator=torch.Generator().manual_seed(args.seed))
+
+
+def batches_per_epoch(sampler: EpochSampler, args: argparse.Namespace) -> int:
+    full = math.ceil((len(sampler) + sampler.skip) / args.batch_size)
+    return min(full, args.limit_train_batches) if args.limit_train_batches else full
+
+
+def model_config(args: argparse.Namespace, bundle: DataBundle) -> PerceiverConfig:
+    return PerceiverConfig(
+        in_channels=bundle.in_channels, num_classes=bundle.num_classes, pos_dim=bundle.pos_dim,
+        num_tokens=bundle.num_tokens, fourier_bands=args.fourier_bands, max_freq=args.max_freq,
+        use_learned_pe=args.use_learned_pe, num_latents=args.num_latents, latent_dim=args.latent_dim,
+        num_cross_attend_stages=args.num_cross_attend_stages, num_transformer_blocks=args.num_transformer_blocks,
+        num_heads=args.num_heads, cross_heads=args.cross_heads, mlp_ratio=args.mlp_ratio, dropout=args.dropout,
+        output_pooling=args.output_pooling, weight_sharing=not args.no_weight_sharing,
+        activation_checkpointing=args.activation_checkpointing)
+
+
+def build_model(config: PerceiverConfig, device: torch.device) -> Perceiver:
+    return Perceiver(config).to(device)
+
+
+def check_data_fits(config: PerceiverConfig, bundle: DataBundle, checkpoint) -> None:
+    """The dataset must produce what the checkpoint's model was built for (eval of a run on other data)."""
+    from .errors import CheckpointError
+
+    want = {"num_classes": config.num_classes, "in_channels": config.in_channels, "pos_dim": config.pos_dim}
+    got = {"num_classes": bundle.num_classes, "in_channels": bundle.in_channels, "pos_dim": bundle.pos_dim}
+    if config.use_learned_pe:
+        want["num_tokens"], got["num_tokens"] = config.num_tokens, bundle.num_tokens
+    diff = [f"{k}: model {want[k]} vs data {got[k]}" for k in want if want[k] != got[k]]
+    if diff:
+        raise CheckpointError(f"checkpoint {checkpoint} does not fit dataset {bundle.name} ({'; '.join(diff)})")
+
+
+def dataset_facts(bundle: DataBundle, train, val, test) -> dict:
+    return {
+        "name": bundle.name, "kind": bundle.kind, "source": bundle.source, "num_classes": bundle.num_classes,
+        "class_names": list(bundle.class_names), "num_tokens": bundle.num_tokens,
+        "in_channels": bundle.in_channels, "pos_dim": bundle.pos_dim,
+        "image_shape": list(bundle.image_shape) if bundle.image_shape is not None else None,
+        "permuted": bundle.permutation is not None,
+        "mean": list(bundle.mean) if bundle.mean is not None else None,
+        "std": list(bundle.std) if bundle.std is not None else None,
+        "train_size": len(train), "val_size": len(val) if val is not None else 0, "test_size": len(test),
+    }

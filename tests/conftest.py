@@ -1,0 +1,85 @@
+"""Shared test helpers. Several test modules use this file: append to it, don't overwrite it."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# ----------------------------------------------------------------------------------- train.py runs (trainer)
+
+#: a Perceiver small enough for a CPU test: 8 latents x 32, 1 stage, 1 block; 64 train / 32 test shapes2d images
+TINY_TRAIN = [
+    "--dataset", "shapes2d", "--shapes_train_size", "64", "--shapes_test_size", "32", "--num_latents", "8",
+    "--latent_dim", "32", "--num_cross_attend_stages", "1", "--num_transformer_blocks", "1", "--num_heads", "2",
+    "--fourier_bands", "4", "--batch_size", "16", "--num_workers", "0", "--warmup_epochs", "0.5",
+    "--optimizer", "adamw", "--lr", "0.003", "--scheduler", "cosine",
+]
+
+
+@dataclass
+class TrainResult:
+    code: int
+    out: str
+    err: str
+    run_dir: Path
+
+
+def _subprocess_env(extra: dict | None = None) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env.pop("PERCEIVER_FAULT", None)
+    env.update(extra or {})
+    return env
+
+
+def run_train_in(logs: Path, args: list[str], *, name: str = "run", tiny: bool = True, subprocess_: bool = False,
+                 env: dict | None = None, timeout: float = 240) -> TrainResult:
+    """Run train.py with ``--logs_dir logs --experiment_name name`` (+ TINY_TRAIN unless ``tiny=False``).
+
+    In-process by default (no interpreter start-up: fast), in a subprocess with ``subprocess_=True`` (needed for
+    signals, SIGKILL, and checking what a real process prints). ``env`` sets environment variables for the run.
+    """
+    argv = (TINY_TRAIN if tiny else []) + ["--logs_dir", str(logs), "--experiment_name", name] + list(args)
+    run_dir = logs / name
+    if subprocess_:
+        p = subprocess.run([sys.executable, str(REPO / "train.py"), *argv], cwd=REPO, env=_subprocess_env(env),
+                           capture_output=True, text=True, timeout=timeout)
+        return TrainResult(p.returncode, p.stdout, p.stderr, run_dir)
+    import torch
+    import train
+
+    threads = torch.get_num_threads()
+    saved = {k: os.environ.get(k) for k in ["PERCEIVER_FAULT", *(env or {})]}
+    os.environ.pop("PERCEIVER_FAULT", None)
+    os.environ.update(env or {})
+    out, err = io.StringIO(), io.StringIO()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = train.main(argv)
+            except SystemExit as e:  # argparse errors
+                code = e.code if isinstance(e.code, int) else 1
+    finally:
+        torch.set_num_threads(threads)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return TrainResult(code, out.getvalue(), err.getvalue(), run_dir)
+
+
+@pytest.fixture
+def run_train(tmp_path):
+    """``run_train(args, name="run", tiny=True, subprocess_=False, env=None)`` -> TrainResult, logs in tmp_path."""
+    def _run(args, **kw):
+        return run_train_in(tmp_path / "logs", args, **kw)
+    return _run

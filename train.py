@@ -1,0 +1,355 @@
+#!/usr/bin/env python
+r"""Train a Perceiver classifier (Jaegle et al., ICML 2021) on CIFAR-10, ModelNet40 or a built-in toy dataset.
+
+Quick offline check on CPU (built-in 2-D shapes, no download; about 3 CPU-minutes, 1.5-2 minutes on two idle
+cores; best test accuracy 0.37 against 0.10 chance). Add --max_time 60 to cap it at one minute on any machine:
+
+    python train.py --experiment_name shapes_quick --dataset shapes2d --shapes_train_size 2000 \
+        --shapes_test_size 500 --epochs 6 --num_latents 32 --latent_dim 64 --num_cross_attend_stages 1 \
+        --num_transformer_blocks 2 --num_heads 2 --cross_heads 2 --dropout 0 --batch_size 32 --optimizer adamw \
+        --lr 0.003 --weight_decay 0.05 --warmup_epochs 0.3 --scheduler cosine --num_workers 0 --save_metrics \
+        --save_attention_maps
+
+The three experiments of the README (add --data_dir where the datasets live):
+
+    python train.py --experiment_name perceiver_cifar10_fourier --dataset cifar10 --data_dir ./data \
+        --cifar10_fourier_bands 64 --cifar10_max_freq 32.0 --num_latents 96 --latent_dim 384 \
+        --num_cross_attend_stages 4 --num_transformer_blocks 4 --num_heads 3 --dropout 0.2 --output_pooling mean \
+        --optimizer lamb --lr 0.004 --scheduler multistep --epochs 120 --batch_size_cifar10 64 --num_workers 4 \
+        --save_attention_maps --use_tensorboard
+    python train.py --experiment_name perceiver_cifar10_permuted_learned_pe --dataset cifar10 --data_dir ./data \
+        --use_learned_pe --permute_pixels --permute_pixels_seed 42 --num_latents 96 --latent_dim 384 \
+        --num_cross_attend_stages 1 --num_transformer_blocks 4 --num_heads 3 --dropout 0.2 --output_pooling mean \
+        --optimizer lamb --lr 0.004 --scheduler multistep --epochs 120 --batch_size_cifar10 64 --num_workers 4 \
+        --save_attention_maps --attention_save_interval 10 --save_metrics --use_tensorboard
+    python train.py --experiment_name perceiver_modelnet40_fourier --dataset modelnet40 --data_dir ./data \
+        --modelnet40_num_points 2048 --modelnet40_fourier_bands 64 --modelnet40_max_freq 1120.0 --num_latents 128 \
+        --latent_dim 512 --num_cross_attend_stages 2 --num_transformer_blocks 6 --num_heads 8 --dropout 0.1 \
+        --output_pooling mean --optimizer lamb --lr 0.001 --scheduler multistep --epochs 120 \
+        --batch_size_modelnet40 8 --num_workers 0 --save_attention_maps --attention_save_interval 10 \
+        --save_metrics --use_tensorboard
+
+Continue an interrupted run, evaluate a finished one, train on several GPUs (or CPU processes):
+
+    python train.py --resume logs/perceiver_cifar10_fourier
+    python train.py --eval_only --resume logs/perceiver_cifar10_fourier --data_dir ./data
+    torchrun --nproc_per_node 4 train.py --experiment_name ddp_run --dataset cifar10 ...
+
+Everything a run writes goes to ``<logs_dir>/<experiment_name>/`` (docs/RUN_DIRECTORY.md). Accuracies are
+fractions in [0, 1]. A bad flag exits with code 2 and one line naming it; a missing/corrupt file with code 1
+(``error: ...``); an interrupted run (Ctrl-C, SIGTERM) with 130/143 after saving a checkpoint to resume from.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from perceiver.data import DATASET_DEFAULTS, POINT_CLOUD_DATASETS, add_data_args, validate_data_args
+from perceiver.errors import PerceiverError
+from perceiver.optim import OPTIMIZERS
+from perceiver.rundir import RunDir
+from perceiver.schedule import SCHEDULERS, default_milestones
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``3600``, ``90.5``, ``45:00`` (MM:SS) or ``12:00:00`` (HH:MM:SS)."""
+    try:
+        parts = [float(p) for p in text.split(":")]
+    except ValueError:
+        parts = []
+    if not 1 <= len(parts) <= 3 or any(p < 0 or not math.isfinite(p) for p in parts):
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: use seconds (3600) or HH:MM:SS (01:00:00)")
+    seconds = 0.0
+    for p in parts:
+        seconds = seconds * 60 + p
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}: it must be positive")
+    return seconds
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag prints one line (no page of usage) and exits with code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(description=__doc__, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("experiment")
+    g.add_argument("--experiment_name", default=None,
+                   help="run directory name under --logs_dir (default: %(default)s = <dataset>_<date>-<time>)")
+    g.add_argument("--logs_dir", default="logs", help="parent folder of run directories (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seed of weights, data order, dropout and probes (default: %(default)s)")
+    g.add_argument("--resume", default=None, metavar="RUN_OR_CHECKPOINT",
+                   help="continue a run: its directory (uses checkpoints/last.pt) or a checkpoint file; "
+                        "other flags may be left out (default: %(default)s)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start over in a run directory that already holds a run, deleting that run's files "
+                        "(only inside that directory) (default: %(default)s)")
+    g.add_argument("--eval_only", action="store_true",
+                   help="with --resume RUN: evaluate RUN's best checkpoint on the test set and write RUN/eval.json "
+                        "(default: %(default)s)")
+
+    add_data_args(p)  # --dataset --data_dir --modelnet40_num_points --permute_pixels --permute_pixels_seed ...
+    g = p.add_argument_group("data sizes and positional features")
+    g.add_argument("--batch_size", type=int, default=None,
+                   help="batch size per process; overrides --batch_size_cifar10/--batch_size_modelnet40 "
+                        "(default: %(default)s = the dataset's default, 64 for CIFAR-10, 8 for ModelNet40)")
+    g.add_argument("--batch_size_cifar10", type=int, default=None,
+                   help="batch size for --dataset cifar10 (default: %(default)s = 64)")
+    g.add_argument("--batch_size_modelnet40", type=int, default=None,
+                   help="batch size for --dataset modelnet40 (default: %(default)s = 8)")
+    g.add_argument("--fourier_bands", type=int, default=None,
+                   help="Fourier bands per coordinate; overrides --cifar10_/--modelnet40_fourier_bands "
+                        "(default: %(default)s = the dataset's default)")
+    g.add_argument("--max_freq", type=float, default=None,
+                   help="highest Fourier frequency (samples over [-1, 1]); overrides the dataset flags "
+                        "(default: %(default)s = the dataset's default)")
+    g.add_argument("--cifar10_fourier_bands", type=int, default=None,
+                   help="Fourier bands for CIFAR-10 (default: %(default)s = 64)")
+    g.add_argument("--cifar10_max_freq", type=float, default=None,
+                   help="max frequency for CIFAR-10 (default: %(default)s = 32.0)")
+    g.add_argument("--modelnet40_fourier_bands", type=int, default=None,
+                   help="Fourier bands for ModelNet40 (default: %(default)s = 64)")
+    g.add_argument("--modelnet40_max_freq", type=float, default=None,
+                   help="max frequency for ModelNet40 (default: %(default)s = 1120.0)")
+    g.add_argument("--num_workers", type=int, default=4, help="data loading processes (default: %(default)s)")
+    g.add_argument("--val_split", type=float, default=0.0,
+                   help="fraction of the training set held out (stratified, seeded) for validation; best.pt then "
+                        "follows validation accuracy (default: %(default)s = none)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--num_latents", type=int, default=96, help="latent array size M (default: %(default)s)")
+    g.add_argument("--latent_dim", type=int, default=384, help="latent width D (default: %(default)s)")
+    g.add_argument("--num_cross_attend_stages", type=int, default=4,
+                   help="cross-attend + latent-transformer stages (default: %(default)s)")
+    g.add_argument("--num_transformer_blocks", type=int, default=4,
+                   help="self-attention blocks per latent transformer (default: %(default)s)")
+    g.add_argument("--num_heads", type=int, default=3, help="latent self-attention heads (default: %(default)s)")
+    g.add_argument("--cross_heads", type=int, default=1, help="cross-attention heads (default: %(default)s)")
+    g.add_argument("--mlp_ratio", type=float, default=4.0, help="MLP hidden width / D (default: %(default)s)")
+    g.add_argument("--dropout", type=float, default=0.2, help="dropout rate (default: %(default)s)")
+    g.add_argument("--output_pooling", choices=("mean", "cls"), default="mean",
+                   help="how latents become one vector: mean, or a learned cls latent (default: %(default)s)")
+    g.add_argument("--use_learned_pe", action="store_true",
+                   help="learned positional embedding instead of Fourier features (images only) "
+                        "(default: %(default)s)")
+    g.add_argument("--no_weight_sharing", action="store_true",
+                   help="separate weights for every stage (default: %(default)s = stages 2+ share weights)")
+    g.add_argument("--activation_checkpointing", action="store_true",
+                   help="recompute activations in backward to save memory (default: %(default)s)")
+
+    g = p.add_argument_group("optimization")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="lamb", help="optimizer (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=0.004, help="peak learning rate (default: %(default)s)")
+    g.add_argument("--weight_decay", type=float, default=0.1,
+                   help="decoupled weight decay; not applied to biases, norms, latents (default: %(default)s)")
+    g.add_argument("--epochs", type=int, default=120, help="training epochs (default: %(default)s)")
+    g.add_argument("--max_time", type=parse_duration, default=None, metavar="SECONDS|HH:MM:SS",
+                   help="wall-clock training budget; the LR schedule is planned over it and training stops "
+                        "cleanly when it is spent (default: %(default)s = no limit)")
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                   help="batches per optimizer step (default: %(default)s)")
+    g.add_argument("--grad_clip", type=float, default=0.0,
+                   help="clip the global gradient norm to this value, 0 = off (default: %(default)s)")
+    g.add_argument("--label_smoothing", type=float, default=0.0,
+                   help="label smoothing of the training loss (default: %(default)s)")
+    g.add_argument("--use_amp", action="store_true",
+                   help="mixed precision: bfloat16 autocast (float16 + loss scaling on GPUs without bf16); "
+                        "allowed on CPU for testing, where it is usually slower (default: %(default)s)")
+
+    g = p.add_argument_group("learning-rate schedule (per optimizer step)")
+    g.add_argument("--scheduler", choices=SCHEDULERS, default="multistep", help="schedule (default: %(default)s)")
+    g.add_argument("--warmup_epochs", type=float, default=1.0,
+                   help="linear warm-up length in epochs, stepped per optimizer step, 0 = off "
+                        "(default: %(default)s)")
+    g.add_argument("--lr_milestones", type=int, nargs="+", default=None, metavar="EPOCH",
+                   help="multistep: epochs after which the rate is multiplied by --lr_gamma (default: "
+                        "%(default)s = 70%%, 85%%, 95%% of --epochs, e.g. 84 102 114 for 120)")
+    g.add_argument("--lr_gamma", type=float, default=0.1,
+                   help="multistep/step: decay factor (default: %(default)s)")
+    g.add_argument("--lr_step_size", type=int, default=30, help="step: epochs between decays (default: %(default)s)")
+    g.add_argument("--T_max_cosine", type=float, default=None,
+                   help="cosine: epochs of one half-period (default: %(default)s = --epochs)")
+    g.add_argument("--eta_min_cosine", type=float, default=0.0, help="cosine: final rate (default: %(default)s)")
+
+    g = p.add_argument_group("logging")
+    g.add_argument("--save_metrics", action="store_true",
+                   help="also write steps.jsonl (every optimizer step) and per_class.jsonl (per-class accuracy "
+                        "and confusion matrix every epoch) (default: %(default)s)")
+    g.add_argument("--save_attention_maps", action="store_true",
+                   help="save the attention maps of fixed test probes to attention/epoch_XXXX.npz "
+                        "(default: %(default)s)")
+    g.add_argument("--attention_save_interval", type=int, default=10,
+                   help="save attention at epoch 1, every this many epochs, and the last (default: %(default)s)")
+    g.add_argument("--num_probe_samples", type=int, default=8,
+                   help="test samples whose attention is saved (class-balanced, seeded) (default: %(default)s)")
+    g.add_argument("--use_tensorboard", action="store_true",
+                   help="write TensorBoard scalars, hparams and attention images to tensorboard/ "
+                        "(default: %(default)s)")
+
+    g = p.add_argument_group("runtime")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto = cuda when available (default: %(default)s)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (default: %(default)s)")
+    g.add_argument("--limit_train_batches", type=int, default=None, metavar="N",
+                   help="train on at most N batches per epoch (smoke tests) (default: %(default)s = all)")
+    g.add_argument("--limit_eval_batches", type=int, default=None, metavar="N",
+                   help="evaluate on at most N batches (default: %(default)s = all)")
+    return p
+
+
+def explicit_flags(argv: list[str] | None) -> set[str]:
+    """The destinations of the flags actually typed on the command line."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    ns, _ = parser.parse_known_args(argv)
+    return set(vars(ns))
+
+
+def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the dataset-dependent defaults: batch size, Fourier features, milestones, run name."""
+    d = DATASET_DEFAULTS[args.dataset]
+    per_dataset = {"cifar10": "cifar10", "modelnet40": "modelnet40"}.get(args.dataset)
+    if args.batch_size is None:
+        specific = getattr(args, f"batch_size_{per_dataset}", None) if per_dataset else None
+        args.batch_size = specific or d["batch_size"]
+    if args.fourier_bands is None:
+        specific = getattr(args, f"{per_dataset}_fourier_bands", None) if per_dataset else None
+        args.fourier_bands = specific if specific is not None else d["fourier_bands"]
+    if args.max_freq is None:
+        specific = getattr(args, f"{per_dataset}_max_freq", None) if per_dataset else None
+        args.max_freq = specific if specific is not None else d["max_freq"]
+    if args.lr_milestones is None:
+        args.lr_milestones = default_milestones(args.epochs) if args.epochs > 0 else []
+    if args.experiment_name is None:
+        args.experiment_name = f"{args.dataset}_{time.strftime('%Y%m%d-%H%M%S')}"
+    return args
+
+
+def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit: set[str]) -> None:
+    """Reject impossible or contradictory flags with one line (exit code 2)."""
+    err = parser.error
+    validate_data_args(parser, args)
+    for name in ("num_latents", "latent_dim", "num_cross_attend_stages", "num_heads", "cross_heads", "epochs",
+                 "batch_size", "batch_size_cifar10", "batch_size_modelnet40", "gradient_accumulation_steps",
+                 "attention_save_interval", "num_probe_samples", "lr_step_size", "fourier_bands",
+                 "limit_train_batches", "limit_eval_batches"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            err(f"--{name} must be a positive integer, got {value}")
+    for name in ("num_transformer_blocks", "num_workers"):
+        if getattr(args, name) < 0:
+            err(f"--{name} must be >= 0, got {getattr(args, name)}")
+    for name in ("lr", "max_freq", "mlp_ratio", "lr_gamma", "T_max_cosine"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            err(f"--{name} must be a positive number, got {value}")
+    for name in ("weight_decay", "grad_clip", "eta_min_cosine", "warmup_epochs"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            err(f"--{name} must be a number >= 0, got {value}")
+    for name in ("dropout", "label_smoothing"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            err(f"--{name} must be in [0, 1), got {getattr(args, name)}")
+    if not 0.0 <= args.val_split < 1.0:
+        err(f"--val_split is a fraction of the training set and must be in [0, 1), got {args.val_split}")
+    for heads in ("num_heads", "cross_heads"):
+        if args.latent_dim % getattr(args, heads):
+            err(f"--latent_dim ({args.latent_dim}) must be divisible by --{heads} ({getattr(args, heads)}); "
+                f"e.g. --latent_dim {getattr(args, heads) * max(1, args.latent_dim // getattr(args, heads))}")
+    if args.warmup_epochs > args.epochs:
+        err(f"--warmup_epochs ({args.warmup_epochs:g}) is longer than --epochs ({args.epochs})")
+    bad = [m for m in args.lr_milestones if not 1 <= m < args.epochs]
+    if bad:
+        err(f"--lr_milestones {' '.join(map(str, bad))} out of range: milestones are epochs in 1..{args.epochs - 1} "
+            f"(--epochs {args.epochs})")
+    if sorted(set(args.lr_milestones)) != list(args.lr_milestones):
+        err("--lr_milestones must be strictly increasing, e.g. --lr_milestones 30 60 90")
+    if args.eta_min_cosine >= args.lr and args.scheduler == "cosine":
+        err(f"--eta_min_cosine ({args.eta_min_cosine}) must be below --lr ({args.lr})")
+    for flag, scheds in (("lr_milestones", ("multistep",)), ("lr_step_size", ("step",)),
+                         ("T_max_cosine", ("cosine",)), ("eta_min_cosine", ("cosine",)),
+                         ("lr_gamma", ("multistep", "step"))):
+        if flag in explicit and args.scheduler not in scheds:
+            err(f"--{flag} applies to --scheduler {'/'.join(scheds)}, not {args.scheduler}")
+    if args.use_learned_pe and args.dataset in POINT_CLOUD_DATASETS:
+        err(f"--use_learned_pe needs an image dataset: the points of a {args.dataset} cloud have no fixed order "
+            f"to learn an embedding per position; use the Fourier features (drop --use_learned_pe)")
+    if args.experiment_name in ("", ".", "..") or re.search(r"[/\\\x00]", args.experiment_name):
+        err(f"--experiment_name {args.experiment_name!r} must be a plain folder name (no '/', not '.' or '..')")
+    if args.device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            err("--device cuda: no CUDA device is visible; use --device cpu or --device auto")
+    if args.resume and args.overwrite:
+        err("--resume continues a run and --overwrite deletes it: pass one of them")
+    if args.eval_only and not args.resume:
+        err("--eval_only needs --resume RUN (the run directory or checkpoint to evaluate)")
+    if args.eval_only and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        err("--eval_only runs in one process: launch it with python, not torchrun")
+    if args.resume and not Path(args.resume).exists():
+        err(f"--resume {args.resume}: no such run directory or checkpoint file")
+    if args.resume and Path(args.resume).is_dir() and not RunDir(args.resume).holds_run():
+        err(f"--resume {args.resume}: this folder holds no training run (no config.json, status.json or "
+            f"checkpoints/last.pt)")
+    if not args.resume:
+        run = RunDir(Path(args.logs_dir) / args.experiment_name)
+        if run.holds_run() and not args.overwrite:
+            err(f"{run.path} already holds a run: pass --resume {run.path} to continue it, --overwrite to "
+                f"delete it and start over, or choose another --experiment_name")
+
+
+def ignored_flags(args: argparse.Namespace, explicit: set[str]) -> list[str]:
+    """Typed flags that have no effect with the other flags given (said once, not an error)."""
+    notes = []
+    for name in sorted(explicit):
+        for ds in ("cifar10", "modelnet40"):
+            if (name.startswith(f"{ds}_") or name.endswith(f"_{ds}")) and name != "modelnet40_num_points" \
+                    and args.dataset != ds and name.replace(ds, "").strip("_") in ("fourier_bands", "max_freq",
+                                                                                  "batch_size"):
+                notes.append(f"--{name} applies to --dataset {ds} only")
+    for general, specific in (("batch_size", "batch_size_"), ("fourier_bands", "_fourier_bands"),
+                              ("max_freq", "_max_freq")):
+        if general in explicit:
+            notes += [f"--{n} is overridden by --{general}" for n in sorted(explicit)
+                      if n != general and specific in n and args.dataset in n]
+    if args.use_learned_pe:
+        notes += [f"--{n} has no effect with --use_learned_pe" for n in sorted(explicit)
+                  if n.endswith("fourier_bands") or n.endswith("max_freq")]
+    return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    explicit = explicit_flags(argv)
+    resolve_defaults(args)
+    validate(parser, args, explicit)
+    if not args.resume:
+        for note in ignored_flags(args, explicit):
+            print(f"note: {note}", flush=True)
+
+    from perceiver import trainer  # imported after validation: bad flags fail fast, without loading torch code
+
+    try:
+        return trainer.main(args, explicit=explicit, argv=argv)
+    except PerceiverError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C before training started (loading data, building the model)
+        print("interrupted before training started; nothing was saved", file=sys.stderr, flush=True)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
