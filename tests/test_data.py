@@ -393,3 +393,15 @@ def test_validate_accepts():
     parse(["--dataset", "shapes2d", "--permute_pixels", "--permute_pixels_seed", "3"])
     parse(["--dataset", "modelnet40", "--modelnet40_num_points", "1024", "--modelnet40_rotate",
            "--modelnet40_jitter", "0.01"])
+
+
+
+def test_modelnet_class_subset_relabels_in_the_given_order(tmp_path):
+    write_modelnet(tmp_path)
+    full = modelnet(tmp_path, modelnet40_num_points=16)
+    sub = modelnet(tmp_path, modelnet40_num_points=16, modelnet40_classes=["bed", "airplane"])
+    assert sub.class_names == ["bed", "airplane"] and sub.num_classes == 2
+    expected = [{2: 0, 0: 1}[int(y)] for y in full.train.labels if int(y) in (0, 2)]
+    assert sub.train.labels.tolist() == expected
+    with pytest.raises(DataError, match="unknown class"):
+        modelnet(tmp_path, modelnet40_num_points=16, modelnet40_classes=["nope"])

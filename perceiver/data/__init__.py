@@ -84,6 +84,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--modelnet40_url", default=None,
                    help="download URL of modelnet40_ply_hdf5_2048.zip; also env var PERCEIVER_MODELNET40_URL "
                         "(default: %(default)s = the Stanford URL)")
+    g.add_argument("--modelnet40_classes", nargs="+", default=None, metavar="NAME",
+                   help="ModelNet40: train and test on these classes only (names from shape_names.txt), "
+                        "relabelled 0..k-1 in the order given (default: %(default)s = all 40)")
     g.add_argument("--shapes_train_size", type=int, default=3000,
                    help="shapes2d/shapes3d: number of training samples (default: %(default)s)")
     g.add_argument("--shapes_test_size", type=int, default=1000,
@@ -108,6 +111,10 @@ def validate_data_args(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error(f"--modelnet40_rotate/--modelnet40_jitter apply to --dataset modelnet40 only, not {args.dataset}")
     if uses_modelnet_aug and args.no_augment:
         parser.error("--modelnet40_rotate/--modelnet40_jitter are training augmentations: drop them or --no_augment")
+    if args.modelnet40_classes and args.dataset != "modelnet40":
+        parser.error(f"--modelnet40_classes applies to --dataset modelnet40 only, not {args.dataset}")
+    if args.modelnet40_classes and len(set(args.modelnet40_classes)) != len(args.modelnet40_classes):
+        parser.error("--modelnet40_classes lists a class twice")
     if args.dataset.startswith("shapes"):
         for flag in ("shapes_train_size", "shapes_test_size"):
             if getattr(args, flag) < 10:

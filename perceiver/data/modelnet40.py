@@ -112,6 +112,24 @@ def load_modelnet40(data_dir: str | Path, *, url: str | None = None, download: b
     return splits, class_names, f"ModelNet40 {origin}: {case}; {sizes}"
 
 
+def select_classes(splits: dict, class_names: list[str], keep: list[str]) -> tuple[dict, list[str]]:
+    """Keep the shapes of the named classes only, relabelled 0..k-1 in the order of ``keep``."""
+    unknown = [name for name in keep if name not in class_names]
+    if unknown:
+        raise DataError(f"--modelnet40_classes: unknown class {', '.join(unknown)}; the classes are those of "
+                        f"{NAMES_FILE}: {', '.join(class_names)}")
+    relabel = np.full(len(class_names), -1, dtype=np.int64)
+    relabel[[class_names.index(name) for name in keep]] = np.arange(len(keep))
+    out = {}
+    for split, (points, labels) in splits.items():
+        new = relabel[labels]
+        mask = new >= 0
+        if not mask.any():
+            raise DataError(f"--modelnet40_classes: the {split} split has no shape of {', '.join(keep)}")
+        out[split] = (points[mask], new[mask])
+    return out, list(keep)
+
+
 def build_modelnet40(args: argparse.Namespace) -> DataBundle:
     """The ModelNet40 bundle for the `data` flags (data_dir, modelnet40_*, no_augment)."""
     splits, class_names, source = load_modelnet40(args.data_dir, url=args.modelnet40_url)
@@ -120,6 +138,8 @@ def build_modelnet40(args: argparse.Namespace) -> DataBundle:
     if not 1 <= k <= stored:
         raise DataError(f"--modelnet40_num_points {k} is outside 1..{stored}, the points per shape stored in "
                         f"{Path(args.data_dir) / FOLDER}")
+    if args.modelnet40_classes:
+        splits, class_names = select_classes(splits, class_names, args.modelnet40_classes)
     train = PointClouds(*splits["train"], num_points=k, train=True, augment=not args.no_augment,
                         rotate=args.modelnet40_rotate, jitter=args.modelnet40_jitter)
     test = PointClouds(*splits["test"], num_points=k, train=False)
