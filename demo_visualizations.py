@@ -34,6 +34,7 @@ matplotlib.use("Agg")
 
 from perceiver.errors import PerceiverError  # noqa: E402
 from perceiver.rundir import RunDir  # noqa: E402
+from perceiver.viz import cli as viz_cli  # noqa: E402
 from perceiver.viz import demo, reports  # noqa: E402
 from perceiver.viz.style import COLORMAPS  # noqa: E402
 
@@ -110,31 +111,20 @@ def main(args: argparse.Namespace) -> int:
             raise PerceiverError(f"{run.path}: nothing drawn while watching (no epoch finished)")
         return 0
 
-    written, failures = reports.for_each_run(runs, lambda run: demo.render_demo(run, out(run), opts))
-    if not written:
-        raise reports.nothing_drawn(failures)
-    for path in written:
-        reports.info(f"wrote {path}")
-    return 0
+    return viz_cli.draw_runs(runs, lambda run: demo.render_demo(run, out(run), opts))
 
 
-def cli(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if not 0.0 <= args.alpha <= 1.0 or not all(0.0 <= a <= 1.0 for a in args.alphas):
         parser.error("--alpha and --alphas must be between 0 and 1")
     if args.interval <= 0 or args.timeout <= 0:
         parser.error("--interval and --timeout must be positive")
     if args.dpi < 20 or args.demo_epochs < 1:
         parser.error("--dpi must be at least 20 and --demo_epochs at least 1")
-    try:
-        return main(args)
-    except PerceiverError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 1
+
+
+def cli(argv=None) -> int:
+    return viz_cli.run(build_parser(), main, argv, check)
 
 
 if __name__ == "__main__":

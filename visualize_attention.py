@@ -31,7 +31,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from perceiver.errors import PerceiverError  # noqa: E402
+from perceiver.viz import cli as viz_cli  # noqa: E402
 from perceiver.viz import reports  # noqa: E402
 from perceiver.viz.style import COLORMAPS  # noqa: E402
 
@@ -98,30 +98,12 @@ def main(args: argparse.Namespace) -> int:
     runs = reports.resolve_runs(args.logs_dir)
     several = len(runs) > 1
     opts = options(args)
-    written, failures = reports.for_each_run(
+    return viz_cli.draw_runs(
         runs, lambda run: reports.render_attention(run, reports.output_dir(run, args.output_dir, several), opts))
-    if not written:
-        raise reports.nothing_drawn(failures)
-    for path in written:
-        reports.info(f"wrote {path}")
-    return 0
 
 
 def cli(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not 0.0 <= args.alpha <= 1.0:
-        parser.error("--alpha must be between 0 and 1")
-    if args.dpi < 20:
-        parser.error("--dpi must be at least 20")
-    try:
-        return main(args)
-    except PerceiverError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 1
+    return viz_cli.run(build_parser(), main, argv)
 
 
 if __name__ == "__main__":

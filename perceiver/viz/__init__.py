@@ -4,5 +4,6 @@ Everything here reads run directories through `perceiver.rundir` only and never 
 engine. Pure computations (`training_metrics`, `attention_stats`, `selection`) use numpy alone and can be tested
 without matplotlib; the figure modules (`dashboard`, `attention_image`, `attention_points`, `attention_matrix`,
 `evolution`, `comparison`) draw with matplotlib and seaborn; `reports` ties them to run directories for the
-command-line scripts (`visualize_results.py`, `visualize_attention.py`, `demo_visualizations.py`).
+command-line scripts (`visualize_results.py`, `visualize_attention.py`, `demo_visualizations.py`), whose shared
+flag checks, run loop and exit codes live in `cli`.
 """

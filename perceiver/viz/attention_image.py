@@ -41,10 +41,5 @@ def comprehensive_image_figure(view: AttentionView, cmap: str = "viridis", alpha
                    f"outlined pixels hold {share:.0%} of the attention", mask=mask, label="attention weight")
     panel_label(ax, "c")
 
-    for letter, col, draw in (("d", 0, P.draw_row_stats), ("e", 1, P.draw_column_stats),
-                              ("f", 2, P.draw_entropy_sparsity)):
-        ax = fig.add_subplot(gs[1, col])
-        draw(ax, view)
-        panel_label(ax, letter)
-    fig.suptitle(P.view_title(view, experiment))
+    P.finish_six_panel(fig, gs, view, experiment)
     return fig

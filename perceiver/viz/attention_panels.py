@@ -6,7 +6,7 @@ import numpy as np
 
 from . import attention_stats as st
 from .selection import AttentionView
-from .style import COLORS, readable_log_axis
+from .style import COLORS, panel_label, readable_log_axis
 
 CLOUD_VIEWS = ((20, -60), (20, 30), (75, -90))  # (elevation, azimuth) of the 3-D views
 
@@ -214,3 +214,13 @@ def draw_entropy_sparsity(ax, view: AttentionView) -> dict:
 def view_title(view: AttentionView, experiment: str | None = None) -> str:
     head = f"{experiment} — " if experiment else ""
     return f"{head}epoch {view.epoch}: {view.describe()}"
+
+
+def finish_six_panel(fig, gs, view: AttentionView, experiment: str | None = None) -> None:
+    """The bottom row (d) per-latent, (e) per-position, (f) entropy and sparsity of the six-panel figures, and the
+    figure title."""
+    for letter, col, draw in (("d", 0, draw_row_stats), ("e", 1, draw_column_stats), ("f", 2, draw_entropy_sparsity)):
+        ax = fig.add_subplot(gs[1, col])
+        draw(ax, view)
+        panel_label(ax, letter)
+    fig.suptitle(view_title(view, experiment))

@@ -43,10 +43,5 @@ def comprehensive_pointcloud_figure(view: AttentionView, cmap: str = "viridis", 
     P.cloud_colorbar(ax, m, "attention × N (1 = uniform)")
     panel_label(ax, "c")
 
-    for letter, col, draw in (("d", 0, P.draw_row_stats), ("e", 1, P.draw_column_stats),
-                              ("f", 2, P.draw_entropy_sparsity)):
-        ax = fig.add_subplot(gs[1, col])
-        draw(ax, view)
-        panel_label(ax, letter)
-    fig.suptitle(P.view_title(view, experiment))
+    P.finish_six_panel(fig, gs, view, experiment)
     return fig

@@ -71,6 +71,16 @@ def _frac(epochs: np.ndarray, x: float) -> float:
     return 0.5 if span == 0 else (x - float(epochs.min())) / span
 
 
+def _log_scale_if_wide(ax, arrays: list[np.ndarray]) -> bool:
+    """Log y axis with readable ticks when `tm.use_log_scale` says the curves span too wide a range; says whether."""
+    log = tm.use_log_scale(*arrays)
+    if log:
+        ax.set_yscale("log")
+        vals = np.concatenate(arrays)
+        readable_log_axis(ax.yaxis, float(np.nanmin(vals)), float(np.nanmax(vals)))
+    return log
+
+
 def draw_loss(ax, s: tm.Series, metrics: dict) -> None:
     n = len(s)
     arrays = []
@@ -85,11 +95,7 @@ def draw_loss(ax, s: tm.Series, metrics: dict) -> None:
         if best and best["value"] is not None:  # minima named in the legend: labels on the plot would collide
             ax.plot([best["epoch"]], [best["value"]], "v", color=color, mec="k", ms=9, zorder=5,
                     label=f"{label} min {number(best['value'])} (epoch {best['epoch']})")
-    log = tm.use_log_scale(*arrays)
-    if log:
-        ax.set_yscale("log")
-        vals = np.concatenate(arrays)
-        readable_log_axis(ax.yaxis, float(np.nanmin(vals)), float(np.nanmax(vals)))
+    log = _log_scale_if_wide(ax, arrays)
     ax.set_ylabel("loss (log scale)" if log else "loss")
     ax.set_title("Loss" + (" (log scale: range > 10×)" if log else ""))
     _epoch_axis(ax, s.epochs)
@@ -203,10 +209,7 @@ def draw_convergence(ax, s: tm.Series, metrics: dict) -> None:
         ax.plot(s.epochs, mean, color=color, lw=1.8, label=f"{label} loss, rolling mean ({window} ep)")
         ax.fill_between(s.epochs, mean - std, mean + std, color=color, alpha=0.18,
                         label=f"{label} ±1 std" if key == "test" else None)
-    if tm.use_log_scale(*arrays):
-        ax.set_yscale("log")
-        vals = np.concatenate(arrays)
-        readable_log_axis(ax.yaxis, float(np.nanmin(vals)), float(np.nanmax(vals)))
+    _log_scale_if_wide(ax, arrays)
     st = metrics["state"]
     rel = st["relative_slope_per_epoch"]
     text = f" {st['label'].upper()} " + (f"({100 * rel:+.2f}%/epoch over last {st['window_epochs']}) "
