@@ -113,14 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="highest Fourier frequency (samples over [-1, 1]); overrides the dataset flags "
                         "(default: %(default)s = the dataset's default)")
     g.add_argument("--cifar10_fourier_bands", type=int, default=None,
-                   help="Fourier bands for CIFAR-10 (default: %(default)s = 64)")
+                   help="Fourier bands for CIFAR-10 (default: %(default)s = 16)")
     g.add_argument("--cifar10_max_freq", type=float, default=None,
                    help="max frequency for CIFAR-10 (default: %(default)s = 32.0)")
     g.add_argument("--modelnet40_fourier_bands", type=int, default=None,
                    help="Fourier bands for ModelNet40 (default: %(default)s = 64)")
     g.add_argument("--modelnet40_max_freq", type=float, default=None,
                    help="max frequency for ModelNet40 (default: %(default)s = 1120.0)")
-    g.add_argument("--num_workers", type=int, default=4, help="data loading processes (default: %(default)s)")
+    g.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="data loading processes (default: %(default)s = min(4, CPU cores))")
     g.add_argument("--val_split", type=float, default=0.0,
                    help="fraction of the training set held out (stratified, seeded) for validation; best.pt then "
                         "follows validation accuracy (default: %(default)s = none)")
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num_heads", type=int, default=3, help="latent self-attention heads (default: %(default)s)")
     g.add_argument("--cross_heads", type=int, default=1, help="cross-attention heads (default: %(default)s)")
     g.add_argument("--mlp_ratio", type=float, default=4.0, help="MLP hidden width / D (default: %(default)s)")
-    g.add_argument("--dropout", type=float, default=0.2, help="dropout rate (default: %(default)s)")
+    g.add_argument("--dropout", type=float, default=0.0, help="dropout rate (default: %(default)s)")
     g.add_argument("--output_pooling", choices=("mean", "cls"), default="mean",
                    help="how latents become one vector: mean, or a learned cls latent (default: %(default)s)")
     g.add_argument("--use_learned_pe", action="store_true",
@@ -149,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("optimization")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="lamb", help="optimizer (default: %(default)s)")
     g.add_argument("--lr", type=float, default=0.004, help="peak learning rate (default: %(default)s)")
-    g.add_argument("--weight_decay", type=float, default=0.1,
+    g.add_argument("--weight_decay", type=float, default=0.05,
                    help="decoupled weight decay; not applied to biases, norms, latents (default: %(default)s)")
     g.add_argument("--epochs", type=int, default=120, help="training epochs (default: %(default)s)")
     g.add_argument("--max_time", type=parse_duration, default=None, metavar="SECONDS|HH:MM:SS",
@@ -157,16 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "cleanly when it is spent (default: %(default)s = no limit)")
     g.add_argument("--gradient_accumulation_steps", type=int, default=1,
                    help="batches per optimizer step (default: %(default)s)")
-    g.add_argument("--grad_clip", type=float, default=0.0,
+    g.add_argument("--grad_clip", type=float, default=1.0,
                    help="clip the global gradient norm to this value, 0 = off (default: %(default)s)")
-    g.add_argument("--label_smoothing", type=float, default=0.0,
+    g.add_argument("--label_smoothing", type=float, default=0.1,
                    help="label smoothing of the training loss (default: %(default)s)")
     g.add_argument("--use_amp", action="store_true",
                    help="mixed precision: bfloat16 autocast (float16 + loss scaling on GPUs without bf16); "
                         "allowed on CPU for testing, where it is usually slower (default: %(default)s)")
 
     g = p.add_argument_group("learning-rate schedule (per optimizer step)")
-    g.add_argument("--scheduler", choices=SCHEDULERS, default="multistep", help="schedule (default: %(default)s)")
+    g.add_argument("--scheduler", choices=SCHEDULERS, default="cosine", help="schedule (default: %(default)s)")
     g.add_argument("--warmup_epochs", type=float, default=1.0,
                    help="linear warm-up length in epochs, stepped per optimizer step, 0 = off "
                         "(default: %(default)s)")

@@ -369,7 +369,7 @@ def test_flag_defaults_and_dataset_defaults():
         ("cifar10", "./data", 2048, 42)
     assert not (args.permute_pixels or args.no_augment or args.modelnet40_rotate) and args.modelnet40_jitter == 0
     assert set(DATASET_DEFAULTS) == set(DATASETS)
-    assert DATASET_DEFAULTS["cifar10"] == {"batch_size": 64, "fourier_bands": 64, "max_freq": 32.0}
+    assert DATASET_DEFAULTS["cifar10"] == {"batch_size": 64, "fourier_bands": 16, "max_freq": 32.0}
     assert DATASET_DEFAULTS["modelnet40"] == {"batch_size": 8, "fourier_bands": 64, "max_freq": 1120.0}
 
 

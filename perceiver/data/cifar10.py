@@ -127,7 +127,7 @@ def build_cifar10(args: argparse.Namespace) -> DataBundle:
     fields = image_bundle_fields(splits["train"][0], permute=args.permute_pixels,
                                  permute_seed=args.permute_pixels_seed)
     common = {"mean": MEAN, "std": STD, "permutation": fields["permutation"]}
-    train = ImageTokens(*splits["train"], augment=not args.no_augment, **common)
+    train = ImageTokens(*splits["train"], augment=not args.no_augment, pad=args.crop_padding, **common)
     test = ImageTokens(*splits["test"], augment=False, **common)
     return DataBundle(name="cifar10", train=train, test=test, num_classes=len(class_names),
                       class_names=class_names, mean=MEAN, std=STD, source=source, **fields)

@@ -1,6 +1,6 @@
 """Built-in toy datasets generated in memory from the seed, for smoke runs and tests without any download.
 
-- `shapes2d`: 32x32 RGB images of 10 drawn shapes (random size, a small random offset from the centre, random
+- `shapes2d`: 32x32 RGB images of 10 drawn shapes (random size and position, random
   colours with the shape brighter than the background, pixel noise), served exactly like CIFAR-10 (1024 RGB tokens, grid positions, optional pixel permutation); `masks` records each shape's pixels.
 - `shapes3d`: point clouds sampled on the surfaces of 10 solids (random anisotropic scale and 3-D rotation),
   served like ModelNet40 (centred, unit sphere, xyz tokens).
@@ -22,17 +22,16 @@ from .images import ImageTokens, image_bundle_fields
 from .points import PointClouds, pointcloud_bundle_fields
 
 IMAGE_SIZE = 32
-# Geometry: big shapes near the centre. A small Perceiver needs many epochs to become translation invariant, so a
-# wide spread of positions (or tiny shapes) keeps it near chance for the few epochs of a CPU smoke run; with
-# these values a 32-latent, 64-wide model reaches about 40% test accuracy after 3 epochs (AdamW, lr 1e-3).
-HALF_SIZE_RANGE = (8.0, 12.0)  # shape half-extent in pixels: 16 to 24 px across
-CENTRE_JITTER = 2.0  # the shape's centre lies within this many pixels of the image centre (per axis)
+# Geometry: shapes 10 to 20 px across, anywhere in the frame (wholly inside it). With the model's fan-in
+# initialisation a 32-latent, 64-wide Perceiver learns this in about a minute on a CPU (see the README).
+HALF_SIZE_RANGE = (5.0, 10.0)  # shape half-extent in pixels
+CENTRE_JITTER = 16.0  # the shape's centre lies within this many pixels of the image centre (per axis)
 # Per-channel colour ranges: any hue, but the shape is always brighter than its background by at least 96 levels
 # per channel. That makes "is this pixel part of the object?" a property of the pixel itself; with unrestricted
 # colours a model has to compare each pixel with the background first, and a small one stays at chance.
 BACKGROUND_RANGE = (0, 80)
 FOREGROUND_RANGE = (176, 255)
-NOISE_STD = 6.0  # gaussian pixel noise, in 0..255 units
+NOISE_STD = 12.0  # gaussian pixel noise, in 0..255 units
 SCALE_RANGE_3D = (0.8, 1.25)  # per-axis scaling of the solids: anisotropic but moderate
 
 
