@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("runtime")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto = cuda when available (default: %(default)s)")
+    g.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for the model's math, 0 = PyTorch's default (one per core). On a machine "
+                        "busy with other work, 1 avoids threads waiting on each other (default: %(default)s)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (default: %(default)s)")
     g.add_argument("--limit_train_batches", type=int, default=None, metavar="N",
                    help="train on at most N batches per epoch (smoke tests) (default: %(default)s = all)")
@@ -247,7 +250,7 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit
         value = getattr(args, name)
         if value is not None and value < 1:
             err(f"--{name} must be a positive integer, got {value}")
-    for name in ("num_transformer_blocks", "num_workers"):
+    for name in ("num_transformer_blocks", "num_workers", "threads"):
         if getattr(args, name) < 0:
             err(f"--{name} must be >= 0, got {getattr(args, name)}")
     for name in ("lr", "max_freq", "mlp_ratio", "lr_gamma", "T_max_cosine"):
@@ -341,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {note}", flush=True)
 
     from perceiver import trainer  # imported after validation: bad flags fail fast, without loading torch code
+
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
 
     try:
         return trainer.main(args, explicit=explicit, argv=argv)

@@ -16,7 +16,7 @@ from .rundir import RunDir
 
 #: flags that a resumed run may change: they do not touch the weights, the data order or the schedule.
 RESUME_OVERRIDES = frozenset({
-    "data_dir", "num_workers", "device", "compile", "use_tensorboard", "save_metrics", "save_attention_maps",
+    "data_dir", "num_workers", "threads", "device", "compile", "use_tensorboard", "save_metrics", "save_attention_maps",
     "attention_save_interval", "limit_eval_batches", "logs_dir", "experiment_name", "modelnet40_url",
 })
 #: --eval_only may also change how the evaluation batches are formed and computed.
