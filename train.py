@@ -1,14 +1,12 @@
 #!/usr/bin/env python
 r"""Train a Perceiver classifier (Jaegle et al., ICML 2021) on CIFAR-10, ModelNet40 or a built-in toy dataset.
 
-Quick offline check on CPU (built-in 2-D shapes, no download; about 3 CPU-minutes, 1.5-2 minutes on two idle
-cores; best test accuracy 0.37 against 0.10 chance). Add --max_time 60 to cap it at one minute on any machine:
+Quick offline check on CPU (built-in 2-D shapes, no download; 60 s of training, about 0.89 test accuracy against
+0.10 chance on a 2-core machine):
 
-    python train.py --experiment_name shapes_quick --dataset shapes2d --shapes_train_size 2000 \
-        --shapes_test_size 500 --epochs 6 --num_latents 32 --latent_dim 64 --num_cross_attend_stages 1 \
-        --num_transformer_blocks 2 --num_heads 2 --cross_heads 2 --dropout 0 --batch_size 32 --optimizer adamw \
-        --lr 0.003 --weight_decay 0.05 --warmup_epochs 0.3 --scheduler cosine --num_workers 0 --save_metrics \
-        --save_attention_maps
+    python train.py --experiment_name quickstart --dataset shapes2d --max_time 60 --num_latents 32 \
+        --latent_dim 64 --num_cross_attend_stages 1 --num_transformer_blocks 2 --num_heads 2 --threads 1 \
+        --save_attention_maps --save_metrics
 
 The three experiments of the README (add --data_dir where the datasets live):
 
