@@ -58,6 +58,9 @@ if str(ROOT) not in sys.path:
 from perceiver.model import Perceiver, PerceiverConfig  # noqa: E402
 from perceiver.position import fourier_features, grid_positions  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import fmt_mem, fmt_rate  # noqa: E402  (one formatting of rates and memory for both outputs)
+
 # ------------------------------------------------------------------------------------------------ configs
 
 #: Benchmark configurations. ``small`` is the README / train.py quick start (built-in shapes2d: 32x32 RGB,
@@ -787,20 +790,6 @@ def capture_e2e(log) -> dict:
 # ------------------------------------------------------------------------------------------------ report
 
 
-def _fmt_rate(r: dict) -> str:
-    return f"{r['samples_per_s']:8.1f} [{r['samples_per_s_min']:.1f}-{r['samples_per_s_max']:.1f}]"
-
-
-def _fmt_mem(m: dict | None) -> str:
-    if not m:
-        return "-"
-    if "peak_rss_mb" in m:
-        return f"{m['peak_rss_mb']:.0f} ({m['step_mb']:+.0f})"
-    if "peak_allocated_mb" in m:
-        return f"{m['peak_allocated_mb']:.0f} ({m['step_mb']:+.0f})"
-    return m.get("status", "?")
-
-
 def format_report(res: dict) -> str:
     lines = []
     mi = res["machine"]
@@ -816,10 +805,10 @@ def format_report(res: dict) -> str:
                f"{'eval peak MiB (step)':<22}")
         lines.append(hdr)
         for n, v in r["variants"].items():
-            lines.append(f"{n:<20}{v['params']:>11,}  {_fmt_rate(v['train']):<27}{_fmt_rate(v['eval']):<27}"
+            lines.append(f"{n:<20}{v['params']:>11,}  {fmt_rate(v['train']):<27}{fmt_rate(v['eval']):<27}"
                          f"{v['train']['flops_per_sample'] / 1e9:>15.3g}{100 * v['train']['fraction_of_matmul_peak']:>6.0f}%"
-                         f"{100 * v['eval']['fraction_of_matmul_peak']:>10.0f}%  {_fmt_mem(v.get('memory_train')):<22}"
-                         f"{_fmt_mem(v.get('memory_eval')):<22}")
+                         f"{100 * v['eval']['fraction_of_matmul_peak']:>10.0f}%  {fmt_mem(v.get('memory_train')):<22}"
+                         f"{fmt_mem(v.get('memory_eval')):<22}")
         for key, rr in r.get("ratios", {}).items():
             mem = " ".join(f"{k.replace('memory_', 'mem ')} {val:.2f}x" for k, val in rr.items() if k.startswith("memory"))
             lines.append(f"  {key}: train speed {rr['train_speed']:.2f}x (best rounds {rr['train_speed_best']:.2f}x), "

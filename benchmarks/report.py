@@ -9,11 +9,13 @@ import json
 import sys
 
 
-def _rate(r: dict) -> str:
+def fmt_rate(r: dict) -> str:
+    """Median samples/s with the min-max range (console table and markdown alike)."""
     return f"{r['samples_per_s']:.1f} ({r['samples_per_s_min']:.1f}-{r['samples_per_s_max']:.1f})"
 
 
-def _mem(m: dict | None) -> str:
+def fmt_mem(m: dict | None) -> str:
+    """Peak memory in MiB and, in brackets, what the step itself added; or why it was not measured."""
     if not m:
         return "-"
     if "peak_rss_mb" in m:
@@ -39,10 +41,10 @@ def render(res: dict) -> str:
                    "| train FLOP/s, % of matmul | train peak RSS MiB (step) | eval peak RSS MiB (step) |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for n, v in r["variants"].items():
-            out.append(f"| {n} ({v['note']}) | {v['params']:,} | {_rate(v['train'])} | {_rate(v['eval'])} | "
+            out.append(f"| {n} ({v['note']}) | {v['params']:,} | {fmt_rate(v['train'])} | {fmt_rate(v['eval'])} | "
                        f"{v['train']['flops_per_sample'] / 1e9:.3g} | {100 * v['train']['fraction_of_matmul_peak']:.0f}% "
                        f"(best round {100 * v['train']['fraction_of_matmul_peak_best']:.0f}%) | "
-                       f"{_mem(v.get('memory_train'))} | {_mem(v.get('memory_eval'))} |")
+                       f"{fmt_mem(v.get('memory_train'))} | {fmt_mem(v.get('memory_eval'))} |")
         rat = r.get("ratios", {})
         if rat:
             out.append("")
