@@ -133,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="self-attention blocks per latent transformer (default: %(default)s)")
     g.add_argument("--num_heads", type=int, default=3, help="latent self-attention heads (default: %(default)s)")
     g.add_argument("--cross_heads", type=int, default=1, help="cross-attention heads (default: %(default)s)")
+    g.add_argument("--cross_dim", type=int, default=None,
+                   help="width of the cross-attention's queries, keys and values (default: %(default)s = "
+                        "--latent_dim)")
+    g.add_argument("--input_norm", action="store_true",
+                   help="LayerNorm over each input token [channels, position features] before the key/value "
+                        "projection, as the paper (default: %(default)s)")
+    g.add_argument("--init", choices=("fan_in", "trunc_fan_in"), default="fan_in",
+                   help="linear-layer init: fan_in = truncated normal with std exactly 1/sqrt(fan_in); "
+                        "trunc_fan_in = truncated at 2 std without correcting the std (0.88/sqrt(fan_in)) "
+                        "(default: %(default)s)")
+    g.add_argument("--no_final_norm", action="store_true",
+                   help="no LayerNorm on the latents before pooling (default: %(default)s)")
     g.add_argument("--mlp_ratio", type=float, default=4.0, help="MLP hidden width / D (default: %(default)s)")
     g.add_argument("--dropout", type=float, default=0.0, help="dropout rate (default: %(default)s)")
     g.add_argument("--output_pooling", choices=("mean", "cls"), default="mean",
@@ -201,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for the model's math, 0 = PyTorch's default (one per core). On a machine "
                         "busy with other work, 1 avoids threads waiting on each other (default: %(default)s)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (default: %(default)s)")
+    g.add_argument("--kernels", choices=("auto", "plain"), default="auto",
+                   help="auto = exact speed-ups of perceiver/kernels.py; plain = the model as written in "
+                        "perceiver/model.py (same results, slower) (default: %(default)s)")
     g.add_argument("--limit_train_batches", type=int, default=None, metavar="N",
                    help="train on at most N batches per epoch (smoke tests) (default: %(default)s = all)")
     g.add_argument("--limit_eval_batches", type=int, default=None, metavar="N",
@@ -241,7 +256,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit
     """Reject impossible or contradictory flags with one line (exit code 2)."""
     err = parser.error
     validate_data_args(parser, args)
-    for name in ("num_latents", "latent_dim", "num_cross_attend_stages", "num_heads", "cross_heads", "epochs",
+    for name in ("num_latents", "latent_dim", "num_cross_attend_stages", "num_heads", "cross_heads", "cross_dim",
+                 "epochs",
                  "batch_size", "batch_size_cifar10", "batch_size_modelnet40", "gradient_accumulation_steps",
                  "attention_save_interval", "num_probe_samples", "lr_step_size", "fourier_bands",
                  "limit_train_batches", "limit_eval_batches"):
@@ -264,10 +280,12 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit
             err(f"--{name} must be in [0, 1), got {getattr(args, name)}")
     if not 0.0 <= args.val_split < 1.0:
         err(f"--val_split is a fraction of the training set and must be in [0, 1), got {args.val_split}")
-    for heads in ("num_heads", "cross_heads"):
-        if args.latent_dim % getattr(args, heads):
-            err(f"--latent_dim ({args.latent_dim}) must be divisible by --{heads} ({getattr(args, heads)}); "
-                f"e.g. --latent_dim {getattr(args, heads) * max(1, args.latent_dim // getattr(args, heads))}")
+    for heads, width_flag in (("num_heads", "latent_dim"), ("cross_heads", "cross_dim" if args.cross_dim else
+                                                                         "latent_dim")):
+        width, n = getattr(args, width_flag), getattr(args, heads)
+        if width % n:
+            err(f"--{width_flag} ({width}) must be divisible by --{heads} ({n}); e.g. --{width_flag} "
+                f"{n * max(1, width // n)}")
     if args.warmup_epochs > args.epochs:
         err(f"--warmup_epochs ({args.warmup_epochs:g}) is longer than --epochs ({args.epochs})")
     bad = [m for m in args.lr_milestones if not 1 <= m < args.epochs]

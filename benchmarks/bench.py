@@ -224,47 +224,35 @@ class Variant:
 
 
 def ours_config(cfg: dict, **overrides) -> PerceiverConfig:
-    return PerceiverConfig(**{**cfg["model"], "dropout": 0.0, **overrides})
+    base = {**cfg["model"], "dropout": 0.0}
+    base.setdefault("pos_from_input", cfg.get("kind", "points") != "image")
+    return PerceiverConfig(**{**base, **overrides})
 
 
-#: Our model's variants: config overrides, description, implementation switches (`model_switches`). The
-#: ``ours-no-*`` ablations turn off one optimisation each: the factorised cross-attention (every layer uses
-#: the "project" path: K/V materialised, position half once per batch) and the MLP's GELU recomputation.
-OURS_VARIANTS: dict[str, tuple[dict, str, dict]] = {
-    "ours": ({}, "mlp_ratio 4 (default)", {}),
-    "ours-ff6": ({"mlp_ratio": 6.0}, "mlp_ratio 6 = their GEGLU's FLOPs and weights", {}),
-    "ours-ckpt": ({"activation_checkpointing": True}, "activation checkpointing", {}),
-    "ours-no-absorb": ({}, "ablation: K/V materialised (project path)", {"cross_mode": "project"}),
-    "ours-no-recompute": ({}, "ablation: plain autograd MLP", {"recompute_gelu": False}),
-    "ours-neither": ({}, "ablation: both off", {"cross_mode": "project", "recompute_gelu": False}),
+#: Our model's variants: config overrides and a description. The ``ours-no-*`` ablations turn off one exact
+#: speed-up of perceiver/kernels.py each: the factorised cross-attention (every layer uses the "project" path:
+#: K/V materialised, position half once per batch) and the MLP's GELU recomputation; "ours-plain" runs the
+#: plain model of perceiver/model.py.
+OURS_VARIANTS: dict[str, tuple[dict, str]] = {
+    "ours": ({}, "mlp_ratio 4 (default)"),
+    "ours-ff6": ({"mlp_ratio": 6.0}, "mlp_ratio 6 = their GEGLU's FLOPs and weights"),
+    "ours-ckpt": ({"activation_checkpointing": True}, "activation checkpointing"),
+    "ours-no-absorb": ({"cross_kernel": "project"}, "ablation: K/V materialised (project path)"),
+    "ours-no-recompute": ({"gelu_recompute": False}, "ablation: plain autograd MLP"),
+    "ours-neither": ({"cross_kernel": "project", "gelu_recompute": False}, "ablation: both off"),
+    "ours-plain": ({"kernels": "plain"}, "ablation: the plain model (perceiver/model.py as written)"),
 }
-
-
-@contextlib.contextmanager
-def model_switches(cross_mode: str | None = None, recompute_gelu: bool | None = None):
-    """Temporarily pin our model's implementation choices (for ablations; results are the same up to rounding)."""
-    from perceiver import model as pm
-    saved = (pm.CrossAttention.force_mode, pm.MLP.recompute_gelu)
-    if cross_mode is not None:
-        pm.CrossAttention.force_mode = cross_mode
-    if recompute_gelu is not None:
-        pm.MLP.recompute_gelu = recompute_gelu
-    try:
-        yield
-    finally:
-        pm.CrossAttention.force_mode, pm.MLP.recompute_gelu = saved
 
 
 def build_variant(name: str, cfg: dict, device: torch.device) -> Variant:
     base = name.split("+")[0]
     if base in OURS_VARIANTS:
-        over, note, switches = OURS_VARIANTS[base]
+        over, note = OURS_VARIANTS[base]
         model = Perceiver(ours_config(cfg, **over)).to(device)
         fwd_model = model
 
         def forward(b: Batch, _m=None):
-            with model_switches(**switches):
-                return (_m or fwd_model)(b.x, b.pos)
+            return (_m or fwd_model)(b.x, b.pos)
         v = Variant(name, model, forward, note=note)
     elif base == "theirs":
         from perceiver_pytorch import Perceiver as TheirPerceiver

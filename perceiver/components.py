@@ -85,11 +85,13 @@ def batches_per_epoch(sampler: EpochSampler, args: argparse.Namespace) -> int:
 def model_config(args: argparse.Namespace, bundle: DataBundle) -> PerceiverConfig:
     return PerceiverConfig(
         in_channels=bundle.in_channels, num_classes=bundle.num_classes, pos_dim=bundle.pos_dim,
-        num_tokens=bundle.num_tokens, fourier_bands=args.fourier_bands, max_freq=args.max_freq,
-        use_learned_pe=args.use_learned_pe, num_latents=args.num_latents, latent_dim=args.latent_dim,
-        num_cross_attend_stages=args.num_cross_attend_stages, num_transformer_blocks=args.num_transformer_blocks,
-        num_heads=args.num_heads, cross_heads=args.cross_heads, mlp_ratio=args.mlp_ratio, dropout=args.dropout,
-        output_pooling=args.output_pooling, weight_sharing=not args.no_weight_sharing,
+        pos_from_input=bundle.kind == "pointcloud", num_tokens=bundle.num_tokens, fourier_bands=args.fourier_bands,
+        max_freq=args.max_freq, use_learned_pe=args.use_learned_pe, num_latents=args.num_latents,
+        latent_dim=args.latent_dim, num_cross_attend_stages=args.num_cross_attend_stages,
+        num_transformer_blocks=args.num_transformer_blocks, num_heads=args.num_heads, cross_heads=args.cross_heads,
+        cross_dim=args.cross_dim, input_norm=args.input_norm, mlp_ratio=args.mlp_ratio, dropout=args.dropout,
+        output_pooling=args.output_pooling, final_norm=not args.no_final_norm,
+        weight_sharing=not args.no_weight_sharing, init=args.init, kernels=args.kernels,
         activation_checkpointing=args.activation_checkpointing)
 
 

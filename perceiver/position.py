@@ -44,7 +44,8 @@ class FourierEncoding(nn.Module):
 
     A ``(N, D)`` position tensor (an image grid, permuted or not) is encoded once and reused for as long as the
     caller passes the same tensor; ``(B, N, D)`` positions (point clouds: every sample has its own) are encoded
-    on every call.
+    on every call. Under torch.compile the features are computed in the graph instead (a few fused elementwise
+    operations), so the cache never breaks the graph.
     """
 
     def __init__(self, *, pos_dim: int, num_bands: int, max_freq: float):
@@ -58,7 +59,9 @@ class FourierEncoding(nn.Module):
     def extra_repr(self) -> str:
         return f"pos_dim={self.pos_dim}, num_bands={self.num_bands}, max_freq={self.max_freq}"
 
-    @torch.compiler.disable
+    def encode(self, pos: torch.Tensor) -> torch.Tensor:
+        return fourier_features(pos, num_bands=self.num_bands, max_freq=self.max_freq)
+
     def _cached(self, pos: torch.Tensor) -> torch.Tensor:
         # Identity + version key: cheap (no hashing of the contents every batch), and an in-place edit of the
         # positions bumps the version. The cache holds a reference to `pos`, so its id cannot be reused.
@@ -68,20 +71,22 @@ class FourierEncoding(nn.Module):
             if len(self._cache) >= 8:
                 self._cache.clear()
             with torch.no_grad():
-                enc = fourier_features(pos, num_bands=self.num_bands, max_freq=self.max_freq)
-            hit = self._cache[key] = (pos, enc)
+                hit = self._cache[key] = (pos, self.encode(pos))
         return hit[1]
 
     def forward(self, pos: torch.Tensor) -> torch.Tensor:
         if pos.shape[-1] != self.pos_dim:
             raise ValueError(f"positions have {pos.shape[-1]} coordinates, the encoding expects {self.pos_dim}")
-        if pos.dim() == 2 and not pos.requires_grad:
+        if pos.dim() == 2 and not pos.requires_grad and not torch.compiler.is_compiling():
             return self._cached(pos)
-        return fourier_features(pos, num_bands=self.num_bands, max_freq=self.max_freq)
+        return self.encode(pos)
 
 
 class LearnedEncoding(nn.Module):
-    """One learned vector per input position (token index), truncated-normal init with std 0.02 (paper App. B)."""
+    """One learned vector per input position (token index).
+
+    Initialised truncated-normal with std 0.02 (as ViT's position embeddings; the paper does not state an init).
+    """
 
     def __init__(self, *, num_tokens: int, dim: int):
         super().__init__()

@@ -28,6 +28,7 @@ from . import probes
 from .engine import LoopState, NonFiniteLossError, StepInfo, evaluate, parse_faults, per_class_accuracy, \
     setup_amp, train_one_epoch
 from .errors import PerceiverError
+from .model import PerceiverConfig
 from .optim import build_optimizer
 from .resume import EVAL_OVERRIDES, RESUME_OVERRIDES, check_not_running, clear_run, locate, merge_args
 from .rundir import RunDir
@@ -122,7 +123,8 @@ class Trainer:
 
     def _load_resume_state(self) -> None:
         s, path = self.resume, self.resume["path"]
-        ckpt.check_model_config(path, s["model_config"], self.config.to_dict())
+        ckpt.check_model_config(path, PerceiverConfig.from_dict(s["model_config"]).identity(),
+                                self.config.identity())
         ckpt.load_model_weights(path, self.model, s)
         try:
             self.optimizer.load_state_dict(s["optimizer"])

@@ -25,7 +25,7 @@ def _one_thread():
 
 def tiny_model(seed=0, **kw):
     torch.manual_seed(seed)
-    cfg = dict(in_channels=3, num_classes=6, pos_dim=3, fourier_bands=2, max_freq=4.0, num_latents=4, latent_dim=16,
+    cfg = dict(in_channels=3, num_classes=6, pos_dim=3, pos_from_input=True, fourier_bands=2, max_freq=4.0, num_latents=4, latent_dim=16,
                num_cross_attend_stages=1, num_transformer_blocks=1, num_heads=2, dropout=0.0)
     cfg.update(kw)
     return Perceiver(PerceiverConfig(**cfg))

@@ -29,7 +29,7 @@ def test_image_logits_shape_for_several_sizes(hw):
 
 @pytest.mark.parametrize("n_points", [17, 64, 300])
 def test_point_cloud_logits_shape_for_several_sizes(n_points):
-    model = Perceiver(tiny(pos_dim=3, num_classes=40, max_freq=64.0)).eval()
+    model = Perceiver(tiny(pos_dim=3, pos_from_input=True, num_classes=40, max_freq=64.0)).eval()
     assert model(torch.rand(2, n_points, 3) * 2 - 1).shape == (2, 40)
 
 
@@ -56,9 +56,10 @@ def test_grid_positions_span_minus_one_to_one_row_major():
     assert pos.tolist() == [[-1, -1], [-1, 0], [-1, 1], [1, -1], [1, 0], [1, 1]]
 
 
+@pytest.mark.parametrize("kernels", ["auto", "plain"])
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
-def test_attention_capture_returns_the_weights_the_forward_used(pooling):
-    cfg = tiny(output_pooling=pooling, cross_heads=2)
+def test_attention_capture_returns_the_weights_the_forward_used(pooling, kernels):
+    cfg = tiny(output_pooling=pooling, cross_heads=2, kernels=kernels)
     model = Perceiver(cfg).eval()
     x, pos = torch.randn(2, 64, 3), grid_positions(8, 8)
     fast = model(x, pos)
@@ -95,7 +96,7 @@ def test_permuting_tokens_together_with_their_positions_leaves_logits_unchanged(
 
 
 def test_point_cloud_order_does_not_matter():
-    model = Perceiver(tiny(pos_dim=3)).eval()
+    model = Perceiver(tiny(pos_dim=3, pos_from_input=True)).eval()
     x = torch.rand(2, 50, 3) * 2 - 1
     torch.testing.assert_close(model(x), model(x[:, torch.randperm(50)]), rtol=1e-5, atol=1e-5)
 
@@ -186,3 +187,51 @@ def test_bad_input_shapes_are_named():
         model(torch.randn(2, 16, 4), grid_positions(4, 4))
     with pytest.raises(ValueError, match="positions"):
         model(torch.randn(2, 16, 3), grid_positions(3, 3))
+
+
+def test_an_image_model_called_without_positions_says_what_it_needs():
+    model = Perceiver(tiny())
+    with pytest.raises(ValueError, match=r"model\(x, pos\).*grid_positions"):
+        model(torch.randn(2, 16, 3))
+
+
+@pytest.mark.parametrize("init, factor", [("fan_in", 1.0), ("trunc_fan_in", 0.8796)])
+def test_linear_init_has_the_stated_standard_deviation(init, factor):
+    model = Perceiver(tiny(init=init, latent_dim=256, mlp_ratio=4.0))
+    w = model.latent_layers[0].blocks[0].mlp.fc2.weight.detach()  # 256 x 1024: fan-in 1024
+    assert w.std().item() == pytest.approx(factor / 1024 ** 0.5, rel=0.02)
+    assert w.abs().max().item() <= 2 * factor / 0.8796 / 1024 ** 0.5 + 1e-6  # truncated at 2 std of the normal
+
+
+def test_input_norm_normalises_each_whole_token():
+    model = Perceiver(tiny(input_norm=True, kernels="plain")).eval()
+    layer = model.cross_layers[0]
+    assert layer.norm_kv.normalized_shape == (3 + model.config.pe_features,)
+    seen = {}
+    layer.norm_kv.register_forward_hook(lambda m, i, o: seen.setdefault("out", o))
+    model(torch.randn(2, 16, 3) * 5 + 3, grid_positions(4, 4))
+    out = seen["out"]
+    torch.testing.assert_close(out.mean(-1), torch.zeros(2, 16), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var(-1, unbiased=False), torch.ones(2, 16), atol=1e-3, rtol=0)
+
+
+def test_cross_dim_sets_the_width_of_queries_keys_and_values():
+    model = Perceiver(tiny(cross_dim=24, cross_heads=3))
+    layer = model.cross_layers[0]
+    assert layer.to_q.weight.shape == (24, 16) and layer.to_kv.weight.shape == (48, 3 + model.config.pe_features)
+    assert layer.proj.weight.shape == (16, 24)
+    _, attn = model(torch.randn(2, 16, 3), grid_positions(4, 4), return_attention=True)
+    assert attn["cross"][0].shape == (2, 3, 6, 16)
+    with pytest.raises(ValueError, match="cross-attention width"):
+        tiny(cross_dim=10, cross_heads=3)
+
+
+def test_final_norm_can_be_left_out():
+    assert isinstance(Perceiver(tiny(final_norm=False)).norm_out, torch.nn.Identity)
+    assert isinstance(Perceiver(tiny()).norm_out, torch.nn.LayerNorm)
+
+
+def test_configs_saved_before_the_new_fields_load_as_they_were_trained():
+    old = {k: v for k, v in tiny(pos_dim=3).to_dict().items() if k not in ("pos_from_input", "init")}
+    cfg = PerceiverConfig.from_dict(old)
+    assert cfg.pos_from_input and cfg.init == "trunc_fan_in"

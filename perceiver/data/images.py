@@ -11,13 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-
-def grid_positions(height: int, width: int) -> torch.Tensor:
-    """(row, col) of every pixel in row-major order, each scaled to [-1, 1]: float32 (H*W, 2)."""
-    rows = torch.linspace(-1.0, 1.0, height)
-    cols = torch.linspace(-1.0, 1.0, width)
-    grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1)  # (H, W, 2)
-    return grid.reshape(height * width, 2)  # (H*W, 2)
+from ..position import grid_positions
 
 
 def pixel_permutation(num_pixels: int, *, seed: int) -> torch.Tensor:

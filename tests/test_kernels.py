@@ -1,0 +1,122 @@
+"""The exact speed-ups of perceiver/kernels.py compute what the plain model of perceiver/model.py computes.
+
+Each case builds the plain model and the fast one from the same config (only the kernel fields differ), loads the
+same weights into both, and compares logits, attention maps and every gradient in float64.
+"""
+import pytest
+import torch
+
+from perceiver.kernels import FastCrossAttention, FastMLP
+from perceiver.model import MLP, Perceiver, PerceiverConfig
+from perceiver.position import grid_positions
+
+BASE = dict(in_channels=3, num_classes=5, pos_dim=2, fourier_bands=4, max_freq=8.0, num_latents=6, latent_dim=32,
+            num_cross_attend_stages=3, num_transformer_blocks=1, num_heads=2)
+
+
+def pair(**kw):
+    """(plain model, fast model) with identical float64 weights, non-zero biases included."""
+    torch.manual_seed(0)
+    plain = Perceiver(PerceiverConfig(**{**BASE, **kw, "kernels": "plain"})).double()
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    fast = Perceiver(PerceiverConfig(**{**BASE, **kw})).double()
+    fast.load_state_dict(plain.state_dict())
+    return plain, fast
+
+
+def run(model, x, pos):
+    model.zero_grad()
+    logits, attn = model(x, pos, return_attention=True)
+    logits.pow(2).sum().backward()
+    return logits, attn["cross"], [p.grad.clone() for p in model.parameters()]
+
+
+def assert_same(a, b):
+    torch.testing.assert_close(a[0], b[0], rtol=1e-10, atol=1e-12)
+    for u, v in zip(a[1], b[1]):
+        torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-12)
+    for u, v in zip(a[2], b[2]):
+        torch.testing.assert_close(u, v, rtol=1e-8, atol=1e-12)
+
+
+POSITIONS = {"grid": lambda: grid_positions(8, 8).double(),
+             "per-sample": lambda: grid_positions(8, 8).double().expand(2, -1, -1), None: lambda: None}
+
+
+@pytest.mark.parametrize("kw, pos", [
+    (dict(), "grid"),                                   # shared positions, narrow features: absorb
+    (dict(fourier_bands=16), "grid"),                   # shared positions, wide features, one head: shared_kv
+    (dict(cross_heads=2), "grid"),                      # several heads
+    (dict(pos_dim=3, pos_from_input=True), None),       # point clouds: per-sample positions from the input
+    (dict(use_learned_pe=True, num_tokens=64), "grid"),
+    (dict(output_pooling="cls"), "per-sample"),
+    (dict(input_norm=True), "grid"),                    # the norm couples channels and positions
+    (dict(cross_dim=12, cross_heads=2), "grid"),        # a cross-attention narrower than the latents
+    (dict(input_norm=True, cross_dim=48), "per-sample"),
+])
+@pytest.mark.parametrize("kernel", ["auto", "absorb", "shared_kv", "project"])
+def test_fast_cross_attention_matches_the_plain_model(kw, pos, kernel):
+    shared = pos == "grid" or kw.get("use_learned_pe", False)
+    if kernel == "shared_kv" and (kw.get("cross_heads", 1) > 1 or not shared or kw.get("input_norm")):
+        pytest.skip("shared_kv needs one head and positions shared by the batch, with no input norm")
+    plain, fast = pair(**kw, cross_kernel=kernel)
+    x = torch.rand(2, 64, 3, dtype=torch.double) * 2 - 1
+    assert isinstance(fast.cross_layers[0], FastCrossAttention)
+    assert_same(run(fast, x, POSITIONS[pos]()), run(plain, x, POSITIONS[pos]()))
+
+
+def test_auto_picks_the_cheap_evaluation_for_each_shape():
+    _, fast = pair()
+    layer = fast.cross_layers[0]
+    pe = torch.zeros(64, layer.pe_features)
+    assert layer.plan(6, 3, pe) == "absorb"  # 18 position features, heads 32 wide
+    assert layer.plan(6, 3, torch.zeros(64, 40)) == "shared_kv"
+    layer.heads = 4
+    assert layer.plan(6, 3, torch.zeros(64, 40)) == "project"
+
+
+def test_shared_kv_refuses_shapes_it_cannot_compute():
+    _, fast = pair(cross_heads=2, cross_kernel="shared_kv")
+    with pytest.raises(ValueError, match="one cross-attention head"):
+        fast(torch.rand(2, 64, 3, dtype=torch.double), POSITIONS["grid"]())
+
+
+def test_activation_checkpointing_with_fast_kernels_gives_the_same_gradients():
+    plain, fast = pair(activation_checkpointing=True)
+    x = torch.rand(2, 64, 3, dtype=torch.double)
+    assert_same(run(fast, x, POSITIONS["grid"]()), run(plain, x, POSITIONS["grid"]()))
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+def test_fast_mlp_gives_the_plain_values_and_gradients(recompute):
+    torch.manual_seed(0)
+    plain = MLP(dim=16, ratio=3.0, dropout=0.0).double()
+    fast = FastMLP(dim=16, ratio=3.0, dropout=0.0, recompute_gelu=recompute).double()
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 5, 16, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(fast, (x,))
+    grads = []
+    for mlp in (plain, fast):
+        x.grad = None
+        mlp(x).pow(2).sum().backward()
+        grads.append([p.grad.clone() for p in mlp.parameters()] + [x.grad.clone()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_fused_inference_matches_the_plain_mlp_in_float32():
+    torch.manual_seed(0)
+    plain = MLP(dim=32, ratio=4.0, dropout=0.0)
+    fast = FastMLP(dim=32, ratio=4.0, dropout=0.0)
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(3, 7, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_checkpoint_loads_into_either_kernel_choice():
+    plain, fast = pair(input_norm=True)
+    assert plain.state_dict().keys() == fast.state_dict().keys()
+    assert PerceiverConfig(**BASE, kernels="plain").identity() == PerceiverConfig(**BASE).identity()
