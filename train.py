@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no LayerNorm on the latents before pooling (default: %(default)s)")
     g.add_argument("--mlp_ratio", type=float, default=4.0, help="MLP hidden width / D (default: %(default)s)")
     g.add_argument("--dropout", type=float, default=0.0, help="dropout rate (default: %(default)s)")
+    g.add_argument("--drop_path", type=float, default=0.0,
+                   help="stochastic depth: drop rate of the latent blocks' residual branches, rising linearly "
+                        "from 0 to this value over the distinct blocks (default: %(default)s)")
     g.add_argument("--output_pooling", choices=("mean", "cls"), default="mean",
                    help="how latents become one vector: mean, or a learned cls latent (default: %(default)s)")
     g.add_argument("--use_learned_pe", action="store_true",
@@ -275,7 +278,7 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit
         value = getattr(args, name)
         if not (math.isfinite(value) and value >= 0):
             err(f"--{name} must be a number >= 0, got {value}")
-    for name in ("dropout", "label_smoothing"):
+    for name in ("dropout", "drop_path", "label_smoothing"):
         if not 0.0 <= getattr(args, name) < 1.0:
             err(f"--{name} must be in [0, 1), got {getattr(args, name)}")
     if not 0.0 <= args.val_split < 1.0:

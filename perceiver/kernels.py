@@ -119,7 +119,7 @@ class FastMLP(MLP):
         else:
             a = fused_linear_gelu(y, self.fc1) if y.device.type == "cpu" and y.dtype == torch.float32 else None
             out = self.fc2(a if a is not None else F.gelu(self.fc1(y)))
-        return x + self.drop(out)
+        return x + self.drop_path(self.drop(out))
 
 
 # --------------------------------------------------------------------------------------------- cross-attention

@@ -61,6 +61,7 @@ class PerceiverConfig:
     input_norm: bool = False             # LayerNorm over each [x, position features] token before its projection
     mlp_ratio: float = 4.0
     dropout: float = 0.0
+    drop_path: float = 0.0               # stochastic depth of the latent blocks, rising linearly to this rate
     output_pooling: str = "mean"         # "mean" over latents, or "cls": a dedicated learned latent
     final_norm: bool = True              # LayerNorm on the latents before pooling
     weight_sharing: bool = True
@@ -93,8 +94,9 @@ class PerceiverConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "drop_path"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.use_learned_pe and not self.num_tokens:
             raise ValueError("the learned positional encoding needs num_tokens (the fixed input size)")
         if self.pos_from_input and self.in_channels < self.pos_dim:
@@ -154,6 +156,24 @@ def merge_heads(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(1, 2).reshape(b, n, h * d)  # (B, n, heads * head_dim)
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): in training, drop a residual branch for a whole sample with
+    probability ``p`` and scale the kept ones by 1 / (1 - p); the identity at evaluation."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand(x.shape[0], *([1] * (x.dim() - 1)), device=x.device) >= self.p  # (B, 1, 1)
+        return x * keep.to(x.dtype) / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 @dataclass(eq=False)
 class Tokens:
     """The input of one forward pass: tokens x (B, N, C) and their position features pe, (N, F) when the whole
@@ -179,16 +199,17 @@ class Tokens:
 class MLP(nn.Module):
     """Pre-LayerNorm GELU MLP with a residual connection."""
 
-    def __init__(self, *, dim: int, ratio: float, dropout: float):
+    def __init__(self, *, dim: int, ratio: float, dropout: float, drop_path: float = 0.0):
         super().__init__()
         hidden = max(1, int(round(dim * ratio)))
         self.norm = nn.LayerNorm(dim)
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
         self.drop = nn.Dropout(dropout)
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.drop(self.fc2(F.gelu(self.fc1(self.norm(x)))))
+        return x + self.drop_path(self.drop(self.fc2(F.gelu(self.fc1(self.norm(x))))))
 
 
 class CrossAttention(nn.Module):
@@ -226,19 +247,20 @@ class CrossAttention(nn.Module):
 class SelfAttention(nn.Module):
     """A latent transformer block: multi-head self-attention over the latents, then an MLP; both residual."""
 
-    def __init__(self, *, dim: int, heads: int, mlp: nn.Module, dropout: float):
+    def __init__(self, *, dim: int, heads: int, mlp: nn.Module, dropout: float, drop_path: float = 0.0):
         super().__init__()
         self.heads = heads
         self.norm = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.drop = nn.Dropout(dropout)
+        self.drop_path = DropPath(drop_path)
         self.mlp = mlp
 
     def forward(self, x: torch.Tensor, need_weights: bool = False):
         q, k, v = (split_heads(t, self.heads) for t in self.qkv(self.norm(x)).chunk(3, dim=-1))  # (B, h, M, d)
         out, weights = attend(q, k, v, need_weights)
-        x = x + self.drop(self.proj(merge_heads(out)))
+        x = x + self.drop_path(self.drop(self.proj(merge_heads(out))))
         return self.mlp(x), weights
 
 
@@ -269,21 +291,27 @@ class Perceiver(nn.Module):
         else:
             cross_cls, mlp_cls = CrossAttention, MLP
 
-        def mlp() -> MLP:
-            return mlp_cls(dim=c.latent_dim, ratio=c.mlp_ratio, dropout=c.dropout)
+        def mlp(drop_path: float = 0.0) -> MLP:
+            return mlp_cls(dim=c.latent_dim, ratio=c.mlp_ratio, dropout=c.dropout, drop_path=drop_path)
 
         def cross() -> CrossAttention:
             return cross_cls(latent_dim=c.latent_dim, in_channels=c.in_channels, pe_features=c.pe_features,
                              dim=c.cross_width, heads=c.cross_heads, input_norm=c.input_norm, mlp=mlp(),
                              dropout=c.dropout)
 
-        def latent() -> LatentTransformer:
-            return LatentTransformer([
-                SelfAttention(dim=c.latent_dim, heads=c.num_heads, mlp=mlp(), dropout=c.dropout)
-                for _ in range(c.num_transformer_blocks)])
-
         # Distinct modules; `stage_modules` maps each stage to its (cross, latent) pair.
         n_distinct = min(c.num_cross_attend_stages, 2) if c.weight_sharing else c.num_cross_attend_stages
+        depth = n_distinct * c.num_transformer_blocks
+        rates = iter([c.drop_path * i / max(1, depth - 1) for i in range(depth)])  # stochastic depth, rising
+
+        def latent() -> LatentTransformer:
+            blocks = []
+            for _ in range(c.num_transformer_blocks):
+                p = next(rates)
+                blocks.append(SelfAttention(dim=c.latent_dim, heads=c.num_heads, mlp=mlp(p), dropout=c.dropout,
+                                            drop_path=p))
+            return LatentTransformer(blocks)
+
         self.cross_layers = nn.ModuleList(cross() for _ in range(n_distinct))
         self.latent_layers = nn.ModuleList(latent() for _ in range(n_distinct))
         self.stage_modules = [min(s, n_distinct - 1) for s in range(c.num_cross_attend_stages)]

@@ -235,3 +235,21 @@ def test_configs_saved_before_the_new_fields_load_as_they_were_trained():
     old = {k: v for k, v in tiny(pos_dim=3).to_dict().items() if k not in ("pos_from_input", "init")}
     cfg = PerceiverConfig.from_dict(old)
     assert cfg.pos_from_input and cfg.init == "trunc_fan_in"
+
+
+def test_stochastic_depth_drops_whole_samples_and_keeps_the_expectation():
+    from perceiver.model import DropPath
+    drop = DropPath(0.25).train()
+    x = torch.ones(4000, 3, 5)
+    y = drop(x)
+    kept = (y[:, 0, 0] != 0).float()
+    assert set(y.unique().tolist()) == {0.0, 1 / 0.75}  # a sample's branch is dropped whole or scaled up
+    assert kept.mean().item() == pytest.approx(0.75, abs=0.03) and y.mean().item() == pytest.approx(1.0, abs=0.04)
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_stochastic_depth_rates_rise_linearly_over_the_distinct_blocks():
+    model = Perceiver(tiny(drop_path=0.3, num_cross_attend_stages=3, num_transformer_blocks=2))
+    rates = [b.drop_path.p for layer in model.latent_layers for b in layer.blocks]
+    assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert all(layer.mlp.drop_path.p == 0.0 for layer in model.cross_layers)
