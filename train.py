@@ -47,11 +47,12 @@ import sys
 import time
 from pathlib import Path
 
-from perceiver.data import DATASET_DEFAULTS, POINT_CLOUD_DATASETS, add_data_args, validate_data_args
+from perceiver.data import DATASET_DEFAULTS, PER_DATASET_FLAGS, POINT_CLOUD_DATASETS, add_data_args, \
+    validate_data_args
 from perceiver.errors import PerceiverError
 from perceiver.optim import OPTIMIZERS
 from perceiver.rundir import RunDir
-from perceiver.schedule import SCHEDULERS, default_milestones
+from perceiver.schedule import LR_SCALING, SCHEDULERS, default_milestones
 
 
 def parse_duration(text: str) -> float:
@@ -68,6 +69,10 @@ def parse_duration(text: str) -> float:
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r}: it must be positive")
     return seconds
+
+
+def _defaults_text(flag: str) -> str:
+    return ", ".join(f"{name} {d[flag]}" for name, d in DATASET_DEFAULTS.items())
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -99,30 +104,32 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data sizes and positional features")
     g.add_argument("--batch_size", type=int, default=None,
                    help="batch size per process; overrides --batch_size_cifar10/--batch_size_modelnet40 "
-                        "(default: %(default)s = the dataset's default, 64 for CIFAR-10, 8 for ModelNet40)")
+                        f"(default: %(default)s = the dataset's: {_defaults_text('batch_size')})")
     g.add_argument("--batch_size_cifar10", type=int, default=None,
-                   help="batch size for --dataset cifar10 (default: %(default)s = 64)")
+                   help=f"batch size for --dataset cifar10 (default: {DATASET_DEFAULTS['cifar10']['batch_size']})")
     g.add_argument("--batch_size_modelnet40", type=int, default=None,
-                   help="batch size for --dataset modelnet40 (default: %(default)s = 8)")
+                   help=f"batch size for --dataset modelnet40 (default: "
+                        f"{DATASET_DEFAULTS['modelnet40']['batch_size']})")
     g.add_argument("--fourier_bands", type=int, default=None,
                    help="Fourier bands per coordinate; overrides --cifar10_/--modelnet40_fourier_bands "
-                        "(default: %(default)s = the dataset's default)")
+                        f"(default: %(default)s = the dataset's: {_defaults_text('fourier_bands')})")
     g.add_argument("--max_freq", type=float, default=None,
                    help="highest Fourier frequency (samples over [-1, 1]); overrides the dataset flags "
-                        "(default: %(default)s = the dataset's default)")
+                        f"(default: %(default)s = the dataset's: {_defaults_text('max_freq')})")
     g.add_argument("--cifar10_fourier_bands", type=int, default=None,
-                   help="Fourier bands for CIFAR-10 (default: %(default)s = 16)")
+                   help=f"Fourier bands for CIFAR-10 (default: {DATASET_DEFAULTS['cifar10']['fourier_bands']})")
     g.add_argument("--cifar10_max_freq", type=float, default=None,
-                   help="max frequency for CIFAR-10 (default: %(default)s = 32.0)")
+                   help=f"max frequency for CIFAR-10 (default: {DATASET_DEFAULTS['cifar10']['max_freq']})")
     g.add_argument("--modelnet40_fourier_bands", type=int, default=None,
-                   help="Fourier bands for ModelNet40 (default: %(default)s = 64)")
+                   help=f"Fourier bands for ModelNet40 (default: {DATASET_DEFAULTS['modelnet40']['fourier_bands']})")
     g.add_argument("--modelnet40_max_freq", type=float, default=None,
-                   help="max frequency for ModelNet40 (default: %(default)s = 1120.0)")
+                   help=f"max frequency for ModelNet40 (default: {DATASET_DEFAULTS['modelnet40']['max_freq']})")
     g.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="data loading processes (default: %(default)s = min(4, CPU cores))")
     g.add_argument("--val_split", type=float, default=0.0,
                    help="fraction of the training set held out (stratified, seeded) for validation; best.pt then "
-                        "follows validation accuracy (default: %(default)s = none)")
+                        "follows validation accuracy. Without it nothing is chosen on held-out images: the run's "
+                        "model is its last epoch (default: %(default)s = none)")
 
     g = p.add_argument_group("model")
     g.add_argument("--num_latents", type=int, default=96, help="latent array size M (default: %(default)s)")
@@ -160,6 +167,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--activation_checkpointing", action="store_true",
                    help="recompute activations in backward to save memory (default: %(default)s)")
 
+    g = p.add_argument_group("regularisation and evaluation")
+    g.add_argument("--ema_decay", type=float, default=0.0,
+                   help="keep an exponential moving average of the weights with this decay (e.g. 0.999) and "
+                        "evaluate, probe and deploy it instead of the trained weights; 0 = off "
+                        "(default: %(default)s)")
+    g.add_argument("--mixup_alpha", type=float, default=0.0,
+                   help="mixup: blend pairs of training samples and labels, lam ~ Beta(a, a); 0 = off "
+                        "(default: %(default)s)")
+    g.add_argument("--cutmix_alpha", type=float, default=0.0,
+                   help="cutmix (images): paste a rectangle of another image, labels weighted by area; 0 = off. "
+                        "With mixup too, each mixed batch uses one of the two at random (default: %(default)s)")
+    g.add_argument("--mix_prob", type=float, default=1.0,
+                   help="probability that a batch is mixed when mixup/cutmix is on (default: %(default)s)")
+    g.add_argument("--tta", action="store_true",
+                   help="test-time augmentation (images): evaluate each image and its mirror image and average "
+                        "their class probabilities (default: %(default)s)")
+
     g = p.add_argument_group("optimization")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="lamb", help="optimizer (default: %(default)s)")
     g.add_argument("--lr", type=float, default=0.004, help="peak learning rate (default: %(default)s)")
@@ -169,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max_time", type=parse_duration, default=None, metavar="SECONDS|HH:MM:SS",
                    help="wall-clock training budget; the LR schedule is planned over it and training stops "
                         "cleanly when it is spent (default: %(default)s = no limit)")
+    g.add_argument("--lr_scaling", choices=LR_SCALING, default="none",
+                   help="scale --lr with the global batch (batch x accumulation x processes) relative to "
+                        "--lr_base_batch: linear or sqrt (LAMB's large-batch rule); keep a warm-up "
+                        "(default: %(default)s)")
+    g.add_argument("--lr_base_batch", type=int, default=64,
+                   help="the global batch that --lr was tuned for, with --lr_scaling (default: %(default)s)")
     g.add_argument("--gradient_accumulation_steps", type=int, default=1,
                    help="batches per optimizer step (default: %(default)s)")
     g.add_argument("--grad_clip", type=float, default=1.0,
@@ -219,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--kernels", choices=("auto", "plain"), default="auto",
                    help="auto = exact speed-ups of perceiver/kernels.py; plain = the model as written in "
                         "perceiver/model.py (same results, slower) (default: %(default)s)")
+    g.add_argument("--device_data", choices=("auto", "on", "off"), default="auto",
+                   help="keep the whole dataset in device memory and draw, augment and normalise batches there "
+                        "(perceiver/data/device.py); auto = on for CUDA when it fits in a quarter of the free memory "
+                        "and no CPU-only augmentation is asked for (default: %(default)s)")
+    g.add_argument("--sync_every", type=int, default=25,
+                   help="optimizer steps between reads of the device's running metrics (progress, steps.jsonl, the "
+                        "non-finite check, the ranks' stop agreement) (default: %(default)s)")
+    g.add_argument("--no_progress", action="store_true", help="no progress bars (default: %(default)s)")
     g.add_argument("--limit_train_batches", type=int, default=None, metavar="N",
                    help="train on at most N batches per epoch (smoke tests) (default: %(default)s = all)")
     g.add_argument("--limit_eval_batches", type=int, default=None, metavar="N",
@@ -236,18 +274,12 @@ def explicit_flags(argv: list[str] | None) -> set[str]:
 
 
 def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the dataset-dependent defaults: batch size, Fourier features, milestones, run name."""
-    d = DATASET_DEFAULTS[args.dataset]
-    per_dataset = {"cifar10": "cifar10", "modelnet40": "modelnet40"}.get(args.dataset)
-    if args.batch_size is None:
-        specific = getattr(args, f"batch_size_{per_dataset}", None) if per_dataset else None
-        args.batch_size = specific or d["batch_size"]
-    if args.fourier_bands is None:
-        specific = getattr(args, f"{per_dataset}_fourier_bands", None) if per_dataset else None
-        args.fourier_bands = specific if specific is not None else d["fourier_bands"]
-    if args.max_freq is None:
-        specific = getattr(args, f"{per_dataset}_max_freq", None) if per_dataset else None
-        args.max_freq = specific if specific is not None else d["max_freq"]
+    """Fill the dataset-dependent defaults (the generic flag, else the dataset's own flag, else the dataset's
+    default from `perceiver.data.DATASET_DEFAULTS`), milestones and the run name."""
+    for general, own in PER_DATASET_FLAGS.items():
+        if getattr(args, general) is None:
+            specific = getattr(args, own[args.dataset]) if args.dataset in own else None
+            setattr(args, general, specific if specific is not None else DATASET_DEFAULTS[args.dataset][general])
     if args.lr_milestones is None:
         args.lr_milestones = default_milestones(args.epochs) if args.epochs > 0 else []
     if args.experiment_name is None:
@@ -262,7 +294,8 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit
     for name in ("num_latents", "latent_dim", "num_cross_attend_stages", "num_heads", "cross_heads", "cross_dim",
                  "epochs",
                  "batch_size", "batch_size_cifar10", "batch_size_modelnet40", "gradient_accumulation_steps",
-                 "attention_save_interval", "num_probe_samples", "lr_step_size", "fourier_bands",
+                 "attention_save_interval", "num_probe_samples", "lr_step_size", "fourier_bands", "sync_every",
+                 "lr_base_batch",
                  "limit_train_batches", "limit_eval_batches"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -278,6 +311,18 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit
         value = getattr(args, name)
         if not (math.isfinite(value) and value >= 0):
             err(f"--{name} must be a number >= 0, got {value}")
+    for name in ("mixup_alpha", "cutmix_alpha"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
+            err(f"--{name} must be a number >= 0 (0 = off), got {getattr(args, name)}")
+    if not 0.0 <= args.mix_prob <= 1.0:
+        err(f"--mix_prob is a probability and must be in [0, 1], got {args.mix_prob}")
+    if not 0.0 <= args.ema_decay < 1.0:
+        err(f"--ema_decay must be in [0, 1) (0 = off; e.g. 0.999), got {args.ema_decay}")
+    if args.dataset in POINT_CLOUD_DATASETS:
+        for flag in ("cutmix_alpha", "tta"):
+            if getattr(args, flag):
+                err(f"--{flag} needs an image dataset, not {args.dataset}: a point cloud has no rectangle to cut "
+                    f"and no mirror image to average over (drop --{flag})")
     for name in ("dropout", "drop_path", "label_smoothing"):
         if not 0.0 <= getattr(args, name) < 1.0:
             err(f"--{name} must be in [0, 1), got {getattr(args, name)}")
@@ -334,17 +379,14 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit
 def ignored_flags(args: argparse.Namespace, explicit: set[str]) -> list[str]:
     """Typed flags that have no effect with the other flags given (said once, not an error)."""
     notes = []
-    for name in sorted(explicit):
-        for ds in ("cifar10", "modelnet40"):
-            if (name.startswith(f"{ds}_") or name.endswith(f"_{ds}")) and name != "modelnet40_num_points" \
-                    and args.dataset != ds and name.replace(ds, "").strip("_") in ("fourier_bands", "max_freq",
-                                                                                  "batch_size"):
-                notes.append(f"--{name} applies to --dataset {ds} only")
-    for general, specific in (("batch_size", "batch_size_"), ("fourier_bands", "_fourier_bands"),
-                              ("max_freq", "_max_freq")):
-        if general in explicit:
-            notes += [f"--{n} is overridden by --{general}" for n in sorted(explicit)
-                      if n != general and specific in n and args.dataset in n]
+    for general, own in PER_DATASET_FLAGS.items():
+        for dataset, flag in own.items():
+            if flag not in explicit:
+                continue
+            if dataset != args.dataset:
+                notes.append(f"--{flag} applies to --dataset {dataset} only")
+            elif general in explicit:
+                notes.append(f"--{flag} is overridden by --{general}")
     if args.use_learned_pe:
         notes += [f"--{n} has no effect with --use_learned_pe" for n in sorted(explicit)
                   if n.endswith("fourier_bands") or n.endswith("max_freq")]
@@ -362,14 +404,16 @@ def main(argv: list[str] | None = None) -> int:
         for note in ignored_flags(args, explicit):
             print(f"note: {note}", flush=True)
 
-    from perceiver import trainer  # imported after validation: bad flags fail fast, without loading torch code
-
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
 
     try:
-        return trainer.main(args, explicit=explicit, argv=argv)
+        if args.eval_only:
+            from perceiver.score import score_checkpoint  # imported after validation: bad flags fail fast
+            return score_checkpoint(args, explicit=explicit)
+        from perceiver.trainer import train
+        return train(args, explicit=explicit, argv=argv)
     except PerceiverError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1

@@ -1,11 +1,12 @@
-"""Checkpoints: atomic save, safe load (``weights_only=True``), RNG state capture, config comparison.
+"""Checkpoints: what one holds (`build_checkpoint`), atomic save, safe load (``weights_only=True``), RNG states.
 
 A checkpoint is a dict of tensors and plain Python values only, so it loads with ``torch.load(...,
 weights_only=True)`` (no arbitrary code runs when a file is opened)::
 
     format         CHECKPOINT_FORMAT
     model_config   PerceiverConfig.to_dict()
-    model          state_dict (tensors)
+    model          state_dict of the trained weights (what training resumes from)
+    ema            {"decay", "updates", "weights"} of the weight average (--ema_decay), or None
     optimizer      optimizer.state_dict()
     scheduler      the LRSchedule's settings (informational: the rate is a pure function of progress)
     scaler         GradScaler.state_dict() or None
@@ -13,13 +14,17 @@ weights_only=True)`` (no arbitrary code runs when a file is opened)::
     batch_in_epoch batches of epoch ``epoch + 1`` already trained (> 0 only for an interrupted epoch)
     global_step    optimizer steps done
     elapsed_s      training wall-clock spent so far (the --max_time budget carries over on resume)
-    best           {"metric": "test_acc"|"val_acc", "value": float, "epoch": int}
-    partial        running sums of an interrupted epoch (so its metrics come out as if never interrupted)
+    best           {"metric": "val_acc" | "last", "value": float, "epoch": int}: what best.pt follows
+    partial        `perceiver.engine.EpochSums` of an interrupted epoch, over all ranks, or None
     args           the resolved command-line arguments
-    rng            python, numpy, torch (and cuda) generator states
+    rng            this process's python, numpy, torch (and cuda) generator states
+    rng_ranks      every rank's generator states (a distributed run resumes each rank's dropout stream)
+    world_size     processes that trained it (a resume must use as many)
     finished       True once the run reached its end (last epoch or time budget)
+    torch_version  the PyTorch that wrote it
 
-Files are written with `perceiver.rundir.atomic_write`: a crash mid-save leaves the previous checkpoint intact.
+`model_weights(state)` picks the weights to evaluate or deploy: the average when there is one. Files are written
+with `perceiver.rundir.atomic_write`: a crash mid-save leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
@@ -36,6 +41,26 @@ from .rundir import atomic_write
 
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "model_config", "model", "optimizer", "epoch", "global_step", "args")
+
+
+def build_checkpoint(*, config, model, ema, optimizer, schedule, scaler, epoch: int, batch_in_epoch: int,
+                     global_step: int, elapsed_s: float, best: dict, partial: dict | None, args: dict,
+                     rng: dict, rng_ranks: list[dict], world_size: int, finished: bool) -> dict:
+    """The checkpoint dict (keys documented above) from the live training objects."""
+    return {
+        "format": CHECKPOINT_FORMAT, "model_config": config.to_dict(), "model": model.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None, "optimizer": optimizer.state_dict(),
+        "scheduler": dict(vars(schedule)), "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": epoch, "batch_in_epoch": batch_in_epoch, "global_step": global_step, "elapsed_s": elapsed_s,
+        "best": dict(best), "partial": partial, "args": args, "rng": rng, "rng_ranks": rng_ranks,
+        "world_size": world_size, "finished": finished, "torch_version": str(torch.__version__),
+    }
+
+
+def model_weights(state: dict) -> dict:
+    """The weights to evaluate or deploy: the weight average when the run kept one, else the trained weights."""
+    ema = state.get("ema")
+    return ema["weights"] if ema else state["model"]
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
@@ -85,9 +110,11 @@ def check_model_config(path: str | os.PathLike, saved: dict, current: dict) -> N
                               f"differing flags to resume it, or start a new run (new --experiment_name)")
 
 
-def load_model_weights(path: str | os.PathLike, model: torch.nn.Module, state: dict) -> None:
+def load_model_weights(path: str | os.PathLike, model: torch.nn.Module, state: dict, *,
+                       weights: str = "eval") -> None:
+    """Load ``weights="eval"`` (the average if any, see `model_weights`) or ``"train"`` (what training resumes)."""
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(model_weights(state) if weights == "eval" else state["model"])
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"checkpoint {path}: the weights do not fit the model ({first})") from None

@@ -1,7 +1,8 @@
 """Building a run's parts from its resolved arguments: seeds, data (with the validation split), loaders, model.
 
 Kept apart from the epoch loop (`perceiver.trainer`) so that `--eval_only` and the tests can build the same
-pieces without training.
+pieces without training. The batches of a split come from a DataLoader, or from device memory when
+``--device_data`` allows it (`use_device_data`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from .data import DataBundle, build_dataset
+from .data.device import DeviceBatches, device_data_reason
+from .data.device import nbytes as device_nbytes
 from .distributed import DistInfo, EpochSampler, ShardSampler
 from .errors import DataError
 from .model import Perceiver, PerceiverConfig
@@ -62,19 +65,51 @@ def build_data(args: argparse.Namespace) -> tuple[DataBundle, object, object | N
     return bundle, bundle.train, None
 
 
-def train_loader(dataset, args: argparse.Namespace, info: DistInfo) -> tuple[DataLoader, EpochSampler]:
-    """Shuffled by (seed, epoch) through `EpochSampler`; the loader's generator (worker seeds) is re-seeded per
-    epoch by the trainer, so no global RNG stream decides the data order or the augmentation of workers."""
+def use_device_data(args: argparse.Namespace, datasets: list, info: DistInfo, log=None) -> bool:
+    """Whether the splits are served from device memory (`perceiver.data.device`), per ``--device_data``."""
+    if args.device_data == "off":
+        return False
+    reasons = [r for r in map(device_data_reason, datasets) if r]
+    if reasons:
+        if args.device_data == "on":
+            raise DataError(f"--device_data on: {reasons[0]}; use --device_data off")
+        return False
+    if args.device_data == "on":
+        return True
+    if info.device.type != "cuda":  # auto: worth it where a host-side pipeline would starve the device
+        return False
+    free, _ = torch.cuda.mem_get_info(info.device)
+    fits = sum(device_nbytes(d) for d in datasets) < 0.25 * free
+    if not fits and log is not None:
+        log.info("the dataset takes more than a quarter of the free GPU memory: batches come from the DataLoader")
+    return fits
+
+
+def train_loader(dataset, args: argparse.Namespace, info: DistInfo, *, on_device: bool):
+    """(batches, sampler): shuffled by (seed, epoch) through `EpochSampler`; the trainer re-seeds the loader's
+    augmentation per epoch (`seed_loader`), so no global RNG stream decides the data order or the augmentation."""
     sampler = EpochSampler(dataset, info=info, shuffle=True, seed=args.seed)
+    if on_device:
+        return DeviceBatches(dataset, sampler=sampler, batch_size=args.batch_size, device=info.device), sampler
     loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
                         pin_memory=info.device.type == "cuda", drop_last=False, generator=torch.Generator())
     return loader, sampler
 
 
-def eval_loader(dataset, args: argparse.Namespace, info: DistInfo) -> DataLoader:
-    return DataLoader(dataset, batch_size=args.batch_size, sampler=ShardSampler(dataset, info=info),
-                      num_workers=args.num_workers, pin_memory=info.device.type == "cuda",
-                      generator=torch.Generator().manual_seed(args.seed))
+def seed_loader(loader, seed: int) -> None:
+    """Seed this epoch's augmentation: the DataLoader's worker seeds, or the device path's batch generators."""
+    if isinstance(loader, DeviceBatches):
+        loader.seed_epoch(seed)
+    else:
+        loader.generator.manual_seed(seed)
+
+
+def eval_loader(dataset, args: argparse.Namespace, info: DistInfo, *, on_device: bool = False):
+    sampler = ShardSampler(dataset, info=info)
+    if on_device:
+        return DeviceBatches(dataset, sampler=sampler, batch_size=args.batch_size, device=info.device)
+    return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
+                      pin_memory=info.device.type == "cuda", generator=torch.Generator().manual_seed(args.seed))
 
 
 def batches_per_epoch(sampler: EpochSampler, args: argparse.Namespace) -> int:

@@ -1,31 +1,28 @@
-"""One training epoch and one evaluation pass; both return plain metric dicts.
+"""The epoch loop and the evaluation pass, with typed results.
 
-    stats = train_one_epoch(model, loader, optimizer, state=state, device=device, pos=pos, amp=amp, ...)
-    # {"loss", "acc", "n", "batches", "steps", "time_s", "samples_per_s", "complete", "stopped"}
-    stats = evaluate(model, loader, device=device, pos=pos, amp=amp, num_classes=10)
-    # {"loss", "acc", "acc_top5", "n", "confusion", "time_s"}
+    result = train_one_epoch(step, loader, state=state, lr_at=schedule_fn, wants_stop=stop_fn)   # EpochResult
+    result = evaluate(model, loader, pos=pos, num_classes=10)                                    # EvalResult
 
-Accuracies are fractions in [0, 1]. Losses are means over samples (training loss includes label smoothing, the
-evaluation loss never does). In a distributed run both are all-reduced over the ranks.
+Accuracies are fractions in [0, 1]. Losses are means over samples (the training loss includes label smoothing and
+mixing, the evaluation loss never does). In a distributed run both are all-reduced over the ranks.
+
+Host round-trips. The loop never waits for the device inside a step: losses, correct counts and the first
+non-finite step are accumulated in device tensors and read back at *sync points*: every ``sync_every`` optimizer
+steps, when a stop is requested, and at the end of the epoch. There the per-step records go to ``on_steps``
+(steps.jsonl), the progress bar is refreshed, and in a distributed run all ranks agree on stopping (one small
+all-reduce). A non-finite loss is therefore noticed up to ``sync_every`` steps late; the weights updated after it
+are never saved (checkpoints are written only after a sync point that found every loss finite), the error names
+the step where it happened, and steps.jsonl keeps only the steps before it.
 
 Gradient accumulation: the batches of an epoch are cut into groups of ``accum_steps``; each batch's loss is divided
 by the size of its group (the last group of an epoch may be shorter), so ``k`` batches of ``b`` samples give the
 gradient of one batch of ``k*b``. One optimizer step per group; DDP gradients are synchronised only on the last
 batch of a group (``no_sync``).
-
-Mixed precision (`setup_amp`): bfloat16 autocast on CUDA when supported, else float16 with a `GradScaler`; on CPU,
-bfloat16 autocast (correct but usually slower than float32 there; the trainer warns).
-
-Fault injection for tests: the environment variable ``PERCEIVER_FAULT`` holds comma-separated ``kind:N`` items
-(`parse_faults`); ``nan_step:N`` turns the loss of optimizer step N (1-based, global) into NaN. The trainer reads
-``sigint_step``, ``sigterm_step``, ``double_sigint_step`` (a signal sent to itself after that step) and
-``kill_epoch`` (SIGKILL after that epoch's checkpoint).
 """
 from __future__ import annotations
 
 import contextlib
-import math
-import os
+import enum
 import sys
 import time
 from collections.abc import Callable
@@ -38,64 +35,36 @@ from tqdm import tqdm
 
 from .distributed import DistInfo, all_reduce
 from .errors import PerceiverError
-
-#: metrics.jsonl fields that measure time, not learning: they differ between otherwise identical runs.
-TIMING_FIELDS = ("epoch_time_s", "train_time_s", "eval_time_s", "samples_per_s", "elapsed_s")
+from .step import Amp, TrainStep
 
 
 class NonFiniteLossError(PerceiverError):
-    """The loss became NaN or infinite; the weights of that step were not updated."""
+    """The loss became NaN or infinite; no checkpoint holds weights updated with it."""
 
     def __init__(self, epoch: int, step: int):
         self.epoch, self.step = epoch, step
         super().__init__(f"non-finite loss at epoch {epoch} step {step}")
 
 
-def parse_faults(text: str | None = None) -> dict[str, int]:
-    text = os.environ.get("PERCEIVER_FAULT", "") if text is None else text
-    out = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        kind, _, n = item.partition(":")
-        out[kind] = int(n)
-    return out
+# ------------------------------------------------------------------------------------------------ the contract
 
 
-# ------------------------------------------------------------------------------------------- mixed precision
+class Stop(enum.IntEnum):
+    """Why a process wants training to stop; the ranks agree on the largest wish."""
+
+    NO = 0
+    TIME = 1                  # the --max_time budget is spent: finish the run
+    SIGNAL = 2                # SIGINT/SIGTERM: save the position and exit
 
 
 @dataclass
-class Amp:
-    enabled: bool = False
-    dtype: torch.dtype | None = None
-    device_type: str = "cpu"
-    scaler: torch.amp.GradScaler | None = None
+class EpochSums:
+    """Running sums of an epoch's training metrics; checkpointed when an epoch is interrupted."""
 
-    def autocast(self):
-        if not self.enabled:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
-
-    def describe(self) -> str:
-        if not self.enabled:
-            return "off (float32)"
-        return f"{str(self.dtype).replace('torch.', '')} autocast" + (" + GradScaler" if self.scaler else "")
-
-
-def setup_amp(use_amp: bool, device: torch.device) -> Amp:
-    if not use_amp:
-        return Amp(device_type=device.type)
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return Amp(True, torch.bfloat16, "cuda")
-        return Amp(True, torch.float16, "cuda", torch.amp.GradScaler("cuda"))
-    return Amp(True, torch.bfloat16, device.type)
-
-
-def compute_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
-
-
-# --------------------------------------------------------------------------------------------------- training
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    n: int = 0
+    time_s: float = 0.0
 
 
 @dataclass
@@ -105,21 +74,57 @@ class LoopState:
     epoch: int = 1            # the epoch being trained (1-based)
     batch: int = 0            # batches of this epoch already trained
     global_step: int = 0      # optimizer steps done since the start of the run
-    sums: dict = field(default_factory=lambda: {"loss_sum": 0.0, "correct": 0, "n": 0, "time_s": 0.0})
-
-    def reset_epoch_sums(self) -> None:
-        self.sums = {"loss_sum": 0.0, "correct": 0, "n": 0, "time_s": 0.0}
+    sums: EpochSums = field(default_factory=EpochSums)  # this epoch's totals before `batch` (all ranks together)
 
 
 @dataclass
-class StepInfo:
+class StepRecord:
+    """One optimizer step, as steps.jsonl records it (the loss is this rank's mean over its accumulation group)."""
+
     epoch: int
+    step: int                 # global optimizer step, 1-based
     step_in_epoch: int
-    global_step: int
-    batch: int
     loss: float
     lr: float
     grad_norm: float | None = None
+
+
+@dataclass
+class EpochResult:
+    sums: EpochSums           # over every rank, this epoch from its first batch
+    batches: int              # batches of the epoch done (`LoopState.batch`)
+    batches_total: int
+    steps: int                # global optimizer steps done
+    stop: Stop = Stop.NO      # why the ranks agreed to stop before the end of the epoch
+
+    @property
+    def complete(self) -> bool:
+        return self.batches >= self.batches_total
+
+    @property
+    def loss(self) -> float:
+        return self.sums.loss_sum / max(self.sums.n, 1)
+
+    @property
+    def acc(self) -> float:
+        return self.sums.correct / max(self.sums.n, 1)
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.sums.n / max(self.sums.time_s, 1e-9)
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    acc: float
+    n: int
+    confusion: np.ndarray     # (K, K) counts; rows: true class, columns: predicted
+    time_s: float
+    acc_top5: float | None = None  # only with more than 5 classes
+
+
+# --------------------------------------------------------------------------------------------------- training
 
 
 def _no_sync(model, active: bool):
@@ -128,34 +133,62 @@ def _no_sync(model, active: bool):
     return contextlib.nullcontext()
 
 
-def train_one_epoch(model, loader, optimizer, *, state: LoopState, device: torch.device,
-                    pos: torch.Tensor | None, amp: Amp, accum_steps: int = 1, grad_clip: float = 0.0,
-                    label_smoothing: float = 0.0, limit_batches: int | None = None,
-                    set_lr: Callable[[int], float] | None = None,
-                    on_step: Callable[[StepInfo], bool] | None = None,
-                    info: DistInfo | None = None, show_progress: bool = True) -> dict:
-    """Train from batch ``state.batch`` of epoch ``state.epoch`` to its end (or until ``on_step`` says stop).
+def progress_bar(total: int, *, initial: int = 0, desc: str, show: bool, info: DistInfo) -> tqdm:
+    """A tqdm bar on stderr, drawn only on rank 0 when stderr is a terminal."""
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr,
+                disable=not (show and info.is_main and sys.stderr.isatty()))
 
-    ``loader`` must yield this epoch's batches from ``state.batch`` on (the trainer's sampler skips the rest).
-    ``set_lr(global_step)`` sets and returns the rate of the step about to be taken; ``on_step`` runs after
-    every optimizer step and returns True to stop at that step boundary.
+
+def train_one_epoch(step: TrainStep, loader, *, state: LoopState, lr_at: Callable[[int], float],
+                    wants_stop: Callable[[], Stop] = lambda: Stop.NO,
+                    on_steps: Callable[[list[StepRecord]], None] | None = None, accum_steps: int = 1,
+                    limit_batches: int | None = None, sync_every: int = 25, info: DistInfo | None = None,
+                    show_progress: bool = True) -> EpochResult:
+    """Train from batch ``state.batch`` of epoch ``state.epoch`` to its end, or until the ranks agree to stop.
+
+    ``loader`` yields this epoch's batches from ``state.batch`` on (the trainer's sampler skips the rest).
+    ``lr_at(global_step)`` is the rate of the step about to be taken; ``wants_stop()`` (host only: signals, the
+    clock) is asked after every step. Raises `NonFiniteLossError` at the sync point that finds a non-finite loss.
     """
-    info = info or DistInfo(device=device)
-    model.train()
+    info = info or DistInfo(device=step.params[0].device)
+    device = info.device
+    step.model.train()
     total = state.batch + len(loader)
     if limit_batches:
         total = min(total, limit_batches)
-    faults = parse_faults()
+    epoch_start_step = state.global_step - state.batch // accum_steps
     sums = state.sums
-    start_batch, start_time = state.batch, time.perf_counter()
-    group_loss, group_bad, stopped = 0.0, False, False
-    lr = optimizer.param_groups[0]["lr"]
-    bar = tqdm(total=total, initial=state.batch, desc=f"epoch {state.epoch} train", leave=False,
-               disable=not (show_progress and info.is_main and sys.stdout.isatty()), dynamic_ncols=True)
-    it = iter(loader)
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # this call's loss sum and correct count
+    first_bad = torch.zeros((), dtype=torch.float64, device=device)  # first step with a non-finite loss; 0: none
+    group_loss = torch.zeros((), dtype=torch.float32, device=device)
+    pending: list[tuple] = []  # (global step, step in epoch, lr, loss tensor, grad-norm tensor) not yet synced
+    n_local, start = 0, time.perf_counter()
+    bar = progress_bar(total, initial=state.batch, desc=f"epoch {state.epoch} train", show=show_progress, info=info)
+
+    def sync(local_stop: Stop) -> Stop:
+        """Read the device back: records, non-finite check, progress; the ranks' agreed stop decision."""
+        flags = torch.stack([first_bad, torch.tensor(float(local_stop), dtype=torch.float64, device=device)])
+        bad, stop = all_reduce(flags, info, op="max").tolist()
+        losses = torch.stack([p[3] for p in pending]).tolist() if pending else []
+        norms = [p[4] for p in pending]
+        norms = torch.stack(norms).tolist() if norms and norms[0] is not None else [None] * len(pending)
+        records = [StepRecord(state.epoch, g, s, loss, lr, norm)
+                   for (g, s, lr, _, _), loss, norm in zip(pending, losses, norms) if not bad or g < bad]
+        pending.clear()
+        if on_steps is not None and records:
+            on_steps(records)
+        if bad:
+            bar.close()
+            raise NonFiniteLossError(state.epoch, int(bad) - epoch_start_step)
+        if records:
+            bar.set_postfix(loss=f"{records[-1].loss:.3f}", lr=f"{records[-1].lr:.3g}")
+        return Stop(int(stop))
+
+    stop = Stop.NO
+    batches = iter(loader)
     while state.batch < total:
         try:
-            x, y = next(it)
+            x, y = next(batches)
         except StopIteration:
             break
         b = state.batch
@@ -163,75 +196,53 @@ def train_one_epoch(model, loader, optimizer, *, state: LoopState, device: torch
         group_size = min(accum_steps, total - group_start)
         last_in_group = b + 1 == group_start + group_size
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with _no_sync(model, info.enabled and not last_in_group):
-            with amp.autocast():
-                logits = model(x, pos)
-            loss = compute_loss(logits, y, label_smoothing)
-            if faults.get("nan_step") == state.global_step + 1:
-                loss = loss * float("nan")
-            backward = loss / group_size
-            (amp.scaler.scale(backward) if amp.scaler else backward).backward()
-        loss_value = loss.item()
-        group_bad |= not math.isfinite(loss_value)
-        group_loss += loss_value / group_size
-        sums["loss_sum"] += loss_value * len(y)
-        sums["correct"] += int((logits.detach().argmax(dim=-1) == y).sum().item())
-        sums["n"] += len(y)
+        with _no_sync(step.model, info.enabled and not last_in_group):
+            loss, correct = step.forward_backward(x, y, scale=1.0 / group_size)
+        group_loss += loss / group_size
+        totals += torch.stack([loss.double() * len(y), correct.double()])
+        first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), float(state.global_step + 1), first_bad)
+        n_local += len(y)
         state.batch = b + 1
         bar.update(1)
         if not last_in_group:
             continue
 
-        # ---- optimizer step (end of an accumulation group)
-        bad = all_reduce(torch.tensor([float(group_bad)], device=device), info, op="max").item() > 0
-        step_in_epoch = (b // accum_steps) + 1
-        if bad:
-            optimizer.zero_grad(set_to_none=True)
-            bar.close()
-            raise NonFiniteLossError(state.epoch, step_in_epoch)
-        if set_lr is not None:
-            lr = set_lr(state.global_step)
-        grad_norm = None
-        if amp.scaler:
-            amp.scaler.unscale_(optimizer)
-        if grad_clip > 0:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
-        if amp.scaler:
-            amp.scaler.step(optimizer)
-            amp.scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        lr = lr_at(state.global_step)
+        grad_norm = step.update(lr)
         state.global_step += 1
-        elapsed = sums["time_s"] + time.perf_counter() - start_time
-        bar.set_postfix(loss=f"{group_loss:.3f}", acc=f"{sums['correct'] / max(1, sums['n']):.3f}",
-                        sps=f"{sums['n'] / max(elapsed, 1e-9):.0f}")
-        step = StepInfo(state.epoch, step_in_epoch, state.global_step, state.batch, group_loss, lr, grad_norm)
-        group_loss, group_bad = 0.0, False
-        if on_step is not None and on_step(step):
-            stopped = True
-            break
+        pending.append((state.global_step, state.global_step - epoch_start_step, lr, group_loss, grad_norm))
+        group_loss = torch.zeros((), dtype=torch.float32, device=device)
+        local_stop = wants_stop()
+        # alone, a stop needs no agreement; together, the ranks meet at the same steps to decide
+        if (local_stop and not info.enabled) or state.global_step % sync_every == 0:
+            stop = sync(local_stop)
+            if stop:
+                break
+    if not stop:
+        sync(Stop.NO)
     bar.close()
-    sums["time_s"] += time.perf_counter() - start_time
 
-    totals = torch.tensor([sums["loss_sum"], sums["correct"], sums["n"]], dtype=torch.float64, device=device)
-    loss_sum, correct, n = all_reduce(totals, info).tolist()
-    return {
-        "loss": loss_sum / max(n, 1), "acc": correct / max(n, 1), "n": int(n),
-        "batches": state.batch, "batches_this_call": state.batch - start_batch, "batches_total": total,
-        "steps": state.global_step, "time_s": sums["time_s"],
-        "samples_per_s": n / max(sums["time_s"], 1e-9), "complete": state.batch >= total, "stopped": stopped,
-    }
+    elapsed = time.perf_counter() - start
+    grand = all_reduce(torch.cat([totals, torch.tensor([float(n_local)], dtype=torch.float64, device=device)]),
+                       info).tolist()
+    out = EpochSums(loss_sum=sums.loss_sum + grand[0], correct=sums.correct + grand[1], n=sums.n + int(grand[2]),
+                    time_s=sums.time_s + elapsed)
+    return EpochResult(sums=out, batches=state.batch, batches_total=total, steps=state.global_step, stop=stop)
 
 
 # ------------------------------------------------------------------------------------------------- evaluation
 
 
 @torch.no_grad()
-def evaluate(model, loader, *, device: torch.device, pos: torch.Tensor | None, amp: Amp | None = None,
-             num_classes: int, limit_batches: int | None = None, info: DistInfo | None = None,
-             show_progress: bool = True, desc: str = "eval") -> dict:
-    """Loss, top-1/top-5 accuracy and the confusion matrix (rows: true class, columns: predicted)."""
+def evaluate(model, loader, *, pos: torch.Tensor | None, num_classes: int, amp: Amp | None = None,
+             flip: torch.Tensor | None = None, limit_batches: int | None = None, info: DistInfo | None = None,
+             show_progress: bool = True, desc: str = "eval") -> EvalResult:
+    """Loss, top-1/top-5 accuracy and the confusion matrix.
+
+    With ``flip`` (token indices that mirror an image, `perceiver.data.mixing.flip_index`), each image is also
+    classified mirrored and the two views' class probabilities are averaged (test-time augmentation).
+    """
+    device = next(model.parameters()).device
     info = info or DistInfo(device=device)
     amp = amp or Amp(device_type=device.type)
     was_training = model.training
@@ -242,32 +253,37 @@ def evaluate(model, loader, *, device: torch.device, pos: torch.Tensor | None, a
     top5 = torch.zeros((), dtype=torch.float64, device=device)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.float64, device=device)
     total = len(loader) if not limit_batches else min(len(loader), limit_batches)
-    bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
-               disable=not (show_progress and info.is_main and sys.stdout.isatty()))
+    bar = progress_bar(total, desc=desc, show=show_progress, info=info)
     for i, (x, y) in enumerate(loader):
         if i >= total:
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with amp.autocast():
-            logits = model(x, pos)
-        logits = logits.float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
-        top5 += (logits.topk(k, dim=-1).indices == y[:, None]).any(dim=-1).sum().double()
-        confusion += torch.bincount(y * num_classes + logits.argmax(dim=-1),
+        log_probs = view_log_probs(model, x, pos, amp=amp, flip=flip)
+        loss_sum += F.nll_loss(log_probs, y, reduction="sum").double()
+        top5 += (log_probs.topk(k, dim=-1).indices == y[:, None]).any(dim=-1).sum().double()
+        confusion += torch.bincount(y * num_classes + log_probs.argmax(dim=-1),
                                     minlength=num_classes * num_classes).double()
         bar.update(1)
     bar.close()
-    all_reduce(loss_sum, info)
-    all_reduce(top5, info)
-    all_reduce(confusion, info)
+    stats = all_reduce(torch.cat([loss_sum[None], top5[None], confusion]), info).cpu()
     model.train(was_training)
-    cm = confusion.view(num_classes, num_classes).cpu().numpy().astype(np.int64)
+    cm = stats[2:].view(num_classes, num_classes).numpy().astype(np.int64)
     n = int(cm.sum())
-    out = {"loss": float(loss_sum) / max(n, 1), "acc": float(np.trace(cm)) / max(n, 1), "n": n,
-           "confusion": cm, "time_s": time.perf_counter() - start}
-    if num_classes > 5:
-        out["acc_top5"] = float(top5) / max(n, 1)
-    return out
+    return EvalResult(loss=float(stats[0]) / max(n, 1), acc=float(np.trace(cm)) / max(n, 1), n=n, confusion=cm,
+                      time_s=time.perf_counter() - start,
+                      acc_top5=float(stats[1]) / max(n, 1) if num_classes > 5 else None)
+
+
+def view_log_probs(model, x: torch.Tensor, pos: torch.Tensor | None, *, amp: Amp,
+                   flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Log class probabilities (B, K); with ``flip``, of the mean probability of the image and its mirror."""
+    with amp.autocast():
+        logits = model(x, pos)
+        if flip is None:
+            return F.log_softmax(logits.float(), dim=-1)
+        mirrored = model(x[:, flip], pos)
+    probs = (F.softmax(logits.float(), dim=-1) + F.softmax(mirrored.float(), dim=-1)) / 2
+    return probs.clamp_min(1e-30).log()
 
 
 def per_class_accuracy(confusion: np.ndarray) -> list[float | None]:

@@ -17,10 +17,12 @@ from .rundir import RunDir
 #: flags that a resumed run may change: they do not touch the weights, the data order or the schedule.
 RESUME_OVERRIDES = frozenset({
     "data_dir", "num_workers", "threads", "device", "compile", "kernels", "activation_checkpointing", "use_tensorboard",
-    "save_metrics", "save_attention_maps", "attention_save_interval", "limit_eval_batches", "logs_dir", "experiment_name", "modelnet40_url",
+    "save_metrics", "save_attention_maps", "attention_save_interval", "limit_eval_batches", "logs_dir",
+    "experiment_name", "modelnet40_url", "no_progress", "sync_every", "tta",
 })
 #: --eval_only may also change how the evaluation batches are formed and computed.
-EVAL_OVERRIDES = RESUME_OVERRIDES | {"batch_size", "batch_size_cifar10", "batch_size_modelnet40", "use_amp"}
+EVAL_OVERRIDES = RESUME_OVERRIDES | {"batch_size", "batch_size_cifar10", "batch_size_modelnet40", "use_amp",
+                                     "device_data"}
 #: never taken from the checkpoint: they describe this invocation, not the run.
 INVOCATION_FLAGS = frozenset({"resume", "overwrite", "eval_only"})
 

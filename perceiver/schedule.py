@@ -31,6 +31,7 @@ import math
 from collections.abc import Sequence
 
 SCHEDULERS = ("multistep", "cosine", "step")
+LR_SCALING = ("none", "linear", "sqrt")
 
 #: Default multistep milestones as fractions of --epochs (Perceiver paper, ImageNet: 84/102/114 of 120).
 DEFAULT_MILESTONE_FRACTIONS = (0.70, 0.85, 0.95)
@@ -44,6 +45,19 @@ def default_milestones(epochs: int) -> list[int]:
         if 1 <= m < epochs and m not in out:
             out.append(m)
     return out
+
+
+def scaled_lr(lr: float, global_batch: int, *, base_batch: int, rule: str) -> float:
+    """The peak rate for ``global_batch`` samples per step when ``lr`` was tuned at ``base_batch``.
+
+    ``linear``: ``lr * global_batch / base_batch`` (Goyal et al. 2017, for SGD); ``sqrt``: ``lr * sqrt(global_batch
+    / base_batch)``, the rule LAMB's authors use for large batches (You et al. 2020), and the safer one for Adam-style
+    updates; ``none``: ``lr``. Either way keep a warm-up: the scaled rate is reached only after ``--warmup_epochs``.
+    """
+    if rule not in LR_SCALING:
+        raise ValueError(f"unknown learning-rate scaling {rule!r}; choose one of {', '.join(LR_SCALING)}")
+    ratio = global_batch / base_batch
+    return lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[rule]
 
 
 def progress(*, step: int, steps_per_epoch: int, epochs: int, elapsed_s: float | None = None,

@@ -1,15 +1,12 @@
-"""What a run reports while it trains: console + train.log, TensorBoard, and the stop signals it listens to.
+"""What a run reports while it trains: console + train.log, and TensorBoard.
 
 - `setup_logging`: the ``perceiver.train`` logger prints to stdout and appends to ``train.log`` (rank 0; other
   ranks print warnings only).
 - `TensorBoard`: a thin wrapper that is a no-op when ``--use_tensorboard`` is off (or on ranks > 0).
-- `StopSignals`: SIGINT/SIGTERM set a flag that the training loop reads at the next optimizer-step boundary; a
-  second Ctrl-C raises `KeyboardInterrupt` at once.
 """
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -82,43 +79,59 @@ class TensorBoard:
             self.writer = None
 
 
-class StopSignals:
-    """Catch SIGINT/SIGTERM: the first asks for a clean stop, a second Ctrl-C interrupts at once."""
+# -------------------------------------------------------------------------------------------- what is printed
 
-    EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
-    def __init__(self, log: logging.Logger):
-        self.log = log
-        self.signum: int | None = None
-        self._previous: dict[int, object] = {}
+def config_json(args, parts, info, argv: list[str]) -> dict:
+    """config.json: the resolved arguments and everything needed to read the run without the code."""
+    import time
 
-    def install(self) -> "StopSignals":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
+    import torch
 
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
+    from .components import dataset_facts
 
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None:
-            if signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            return
-        self.signum = signum
-        name = signal.Signals(signum).name
-        self.log.warning(f"received {name}: stopping at the next step boundary and saving a checkpoint "
-                         f"(press Ctrl-C again to exit at once, without saving)")
+    return {
+        "args": vars(args), "model": parts.config.to_dict(), "num_parameters": parts.model.num_parameters(),
+        "dataset": dataset_facts(parts.bundle, parts.train_set, parts.val_set, parts.bundle.test),
+        "schedule": parts.schedule.describe(), "steps_per_epoch": parts.steps_per_epoch,
+        "amp": parts.amp.describe(), "data_on_device": parts.on_device, "torch_version": torch.__version__,
+        "python_version": sys.version.split()[0], "device": str(info.device), "world_size": info.world_size,
+        "seed": args.seed, "command": " ".join(["train.py", *argv]), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
 
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
 
-    @property
-    def exit_code(self) -> int:
-        return self.EXIT_CODES.get(self.signum, 1)
+def log_run(log: logging.Logger, args, parts, info, run, resume: dict | None, state) -> None:
+    """The run's header: where it writes, the data, every argument, the model and the schedule."""
+    log.info(f"run directory: {run.path}" + (f" (resuming {resume['path']} at epoch {state.epoch}, batch "
+                                              f"{state.batch})" if resume else ""))
+    log.info(f"data: {parts.bundle.source}" + ("; batches served from device memory" if parts.on_device else ""))
+    line = "config:"
+    for item in (f"{k}={v}" for k, v in sorted(vars(args).items())):
+        if len(line) + len(item) > 118:
+            log.info(line)
+            line = "   "
+        line += " " + item
+    log.info(line)
+    log.info(f"model: {parts.model.num_parameters():,} parameters; device {info.device} x {info.world_size}; amp "
+             f"{parts.amp.describe()}; {parts.steps_per_epoch} steps/epoch of {args.batch_size} x "
+             f"{args.gradient_accumulation_steps} x {info.world_size} samples")
+    log.info(f"schedule: {parts.schedule.describe()}" + (f"; planned over --max_time {args.max_time:g}s"
+                                                         if args.max_time else ""))
+    if args.use_amp and info.device.type == "cpu":
+        log.warning("--use_amp on CPU: bfloat16 autocast runs, but it is usually slower than float32 on CPUs; it "
+                    "helps on GPUs")
+
+
+def epoch_line(row, epochs: int) -> str:
+    """One console line per epoch, from a `perceiver.rundir.EpochRow`."""
+    parts = [f"epoch {row.epoch}/{epochs}" + (" (partial: time budget)" if row.partial else ""),
+             f"train loss {row.train_loss:.4f} acc {row.train_acc:.4f}"]
+    if row.val_acc is not None:
+        val = f"val loss {row.val_loss:.4f} acc {row.val_acc:.4f}"
+        parts.append(val + (f" (raw weights {row.raw_val_acc:.4f})" if row.raw_val_acc is not None else ""))
+    test = f"test loss {row.test_loss:.4f} acc {row.test_acc:.4f}"
+    if row.test_acc_top5 is not None:
+        test += f" top5 {row.test_acc_top5:.4f}"
+    parts += [test, f"lr {row.lr:.3g}", f"{row.epoch_time_s:.1f}s, {row.samples_per_s:.0f} samples/s"
+              + (" *best*" if row.is_best else "")]
+    return " | ".join(parts)

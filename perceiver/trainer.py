@@ -1,6 +1,6 @@
-"""The training run behind `train.py`: setup, the epoch loop, checkpoints, probes, logging, stops and resumes.
+"""The training run behind `train.py`: the epoch loop, evaluation, checkpoints, probes, stops and resumes.
 
-`main(args, explicit=..., argv=...)` returns the process exit code: 0 finished (or nothing to do), 130/143 stopped
+`train(args, explicit=..., argv=...)` returns the process exit code: 0 finished (or nothing to do), 130/143 stopped
 by SIGINT/SIGTERM after saving a checkpoint. User-fixable failures raise `PerceiverError` (train.py prints one
 line and exits 1); a non-finite loss is one of them.
 
@@ -8,15 +8,14 @@ Order of writes at the end of epoch ``e`` (rank 0): metrics.jsonl row -> per_cla
 best.pt (if a new best) -> last.pt -> status.json. A crash anywhere leaves last.pt at ``e - 1`` or ``e``; resuming
 from ``e - 1`` first drops the rows a crashed run wrote after it (`RunDir.truncate_metrics`), then replays epoch
 ``e`` exactly: data order, augmentation and dropout all come from saved or (seed, epoch)-derived generators.
+best.pt follows the validation accuracy with ``--val_split``; without one no image is held out to choose on, and
+the run's model is its last epoch (last.pt; --eval_only reads it).
 """
 from __future__ import annotations
 
 import argparse
 import math
-import os
-import signal
-import sys
-import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -24,44 +23,39 @@ import torch
 from . import checkpoint as ckpt
 from . import components as comp
 from . import distributed as dist
-from . import probes
-from .engine import LoopState, NonFiniteLossError, StepInfo, evaluate, parse_faults, per_class_accuracy, \
-    setup_amp, train_one_epoch
+from . import probes, tracking
+from .engine import EpochResult, EpochSums, LoopState, NonFiniteLossError, Stop, StepRecord, evaluate, \
+    per_class_accuracy, train_one_epoch
 from .errors import PerceiverError
 from .model import PerceiverConfig
-from .optim import build_optimizer
-from .resume import EVAL_OVERRIDES, RESUME_OVERRIDES, check_not_running, clear_run, locate, merge_args
-from .rundir import RunDir
-from .schedule import LRSchedule, progress
-from .tracking import StopSignals, TensorBoard, close_logging, setup_logging
+from .parts import RunParts, build_parts
+from .resume import RESUME_OVERRIDES, check_not_running, clear_run, locate, merge_args
+from .rundir import EpochRow, RunDir
+from .schedule import progress
+from .stopping import StopConditions
 
 
-def main(args: argparse.Namespace, *, explicit: set[str], argv: list[str]) -> int:
-    state = None
-    run = RunDir(Path(args.logs_dir) / args.experiment_name)
+def train(args: argparse.Namespace, *, explicit: set[str], argv: list[str]) -> int:
+    resume, run = None, RunDir(Path(args.logs_dir) / args.experiment_name)
     if args.resume:
-        located, path = locate(args.resume, eval_only=args.eval_only)
+        located, path = locate(args.resume, eval_only=False)
         state = ckpt.load_checkpoint(path)
-        args = merge_args(state["args"], args, explicit, checkpoint=path,
-                          allowed=EVAL_OVERRIDES if args.eval_only else RESUME_OVERRIDES)
-        if args.eval_only:
-            from .evaluation import evaluate_checkpoint
-
-            return evaluate_checkpoint(args, state, path, located)
-        run = located or RunDir(Path(args.logs_dir) / args.experiment_name)
+        args = merge_args(state["args"], args, explicit, checkpoint=path, allowed=RESUME_OVERRIDES)
+        run = located or run
         if state.get("finished"):
-            print(f"{run.path} already finished ({state['epoch']} epochs, best {state['best']['metric']} "
-                  f"{state['best']['value']:.4f}); nothing to do. Start a new run to train further.", flush=True)
+            print(f"{run.path} already finished ({state['epoch']} epochs); nothing to do. Start a new run to train "
+                  f"further.", flush=True)
             return 0
-        state["path"] = str(path)
+        resume = {**state, "path": str(path)}
     info = dist.setup(args.device)
-    log = setup_logging(None, main_process=info.is_main)
-    trainer = Trainer(args, info=info, run=run, resume=state, argv=argv, log=log)
+    log = tracking.setup_logging(None, main_process=info.is_main)
+    trainer = Trainer(args, info=info, run=run, resume=resume, argv=argv, log=log)
     try:
         return trainer.fit()
     finally:
-        trainer.close()
-        close_logging(log)
+        trainer.stop.restore()
+        trainer.tb.close()
+        tracking.close_logging(log)
         dist.cleanup()
 
 
@@ -69,79 +63,65 @@ class Trainer:
     def __init__(self, args, *, info: dist.DistInfo, run: RunDir, resume: dict | None, argv: list[str], log):
         self.args, self.info, self.run, self.resume, self.argv, self.log = args, info, run, resume, argv, log
         self.main = info.is_main
-        self.signals = StopSignals(log)
-        self.tb = TensorBoard(None)
+        self.stop = StopConditions(log, max_time=args.max_time)
+        self.tb = tracking.TensorBoard(None)
         self.state = LoopState()
-        self.best = {"metric": "val_acc" if args.val_split > 0 else "test_acc", "value": -math.inf, "epoch": 0}
-        self.elapsed0 = 0.0
-        self.t0 = time.monotonic()
-        self.synced_elapsed = 0.0
-        self.time_up = False
-        self.remote_stop = False
-        self.run_started = False
+        self.best = {"metric": "val_acc" if args.val_split > 0 else "last", "value": -math.inf, "epoch": 0}
+        self.started = False
+        self.last_lr = math.nan  # the rate of the latest step, for the epoch's metrics row
 
-    # -------------------------------------------------------------------------------------------------- setup
-    def setup(self) -> None:
-        a, info = self.args, self.info
-        comp.seed_everything(a.seed)
-        if a.use_amp and info.device.type == "cpu":
-            self.log.warning("--use_amp on CPU: bfloat16 autocast runs, but it is usually slower than float32 on "
-                             "CPUs; it helps on GPUs")
-        if info.is_main:
-            self.bundle, self.train_set, self.val_set = comp.build_data(a)
-        dist.barrier(info)  # rank 0 first: a download happens once
-        if not info.is_main:
-            self.bundle, self.train_set, self.val_set = comp.build_data(a)
-        b = self.bundle
-        self.config = comp.model_config(a, b)
-        self.model = comp.build_model(self.config, info.device)
-        self.optimizer = build_optimizer(self.model, name=a.optimizer, lr=a.lr, weight_decay=a.weight_decay)
-        self.amp = setup_amp(a.use_amp, info.device)
-        self.loader, self.sampler = comp.train_loader(self.train_set, a, info)
-        self.test_loader = comp.eval_loader(b.test, a, info)
-        self.val_loader = comp.eval_loader(self.val_set, a, info) if self.val_set is not None else None
-        self.batches = comp.batches_per_epoch(self.sampler, a)
-        self.steps_per_epoch = math.ceil(self.batches / a.gradient_accumulation_steps)
-        self.schedule = LRSchedule(a.scheduler, base_lr=a.lr, epochs=a.epochs, steps_per_epoch=self.steps_per_epoch,
-                                   warmup_epochs=a.warmup_epochs, milestones=a.lr_milestones, gamma=a.lr_gamma,
-                                   step_size=a.lr_step_size, t_max=a.T_max_cosine, eta_min=a.eta_min_cosine)
-        self.pos = b.positions.to(info.device) if b.positions is not None else None
-        self.probe_idx = probes.pick_probes(probes.dataset_labels(b.test), a.num_probe_samples, seed=a.seed) \
-            if a.save_attention_maps else None
+    def fit(self) -> int:
+        comp.seed_everything(self.args.seed)
+        self.parts = build_parts(self.args, self.info, self.log)
         if self.resume is not None:
-            self._load_resume_state()
-        comp.seed_everything(a.seed + 1000 * info.rank)  # dropout differs per rank; rank 0 equals a 1-process run
+            self._restore()
+        comp.seed_everything(self.args.seed + 1000 * self.info.rank)  # rank 0 draws what a 1-process run draws
         if self.resume is not None:  # last: the generators continue exactly where the checkpoint left them
             ranks = self.resume.get("rng_ranks") or []
-            ckpt.restore_rng(ranks[info.rank] if len(ranks) == info.world_size else self.resume["rng"])
-        self.train_model = self.model
-        if info.enabled:
-            self.train_model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[info.device] if info.device.type == "cuda" else None)
-        if a.compile:
-            self.train_model = torch.compile(self.train_model)
-
-    def _load_resume_state(self) -> None:
-        s, path = self.resume, self.resume["path"]
-        ckpt.check_model_config(path, PerceiverConfig.from_dict(s["model_config"]).identity(),
-                                self.config.identity())
-        ckpt.load_model_weights(path, self.model, s)
+            ckpt.restore_rng(ranks[self.info.rank] if len(ranks) == self.info.world_size else self.resume["rng"])
+        self._prepare_run_dir()
+        self.stop.install()
+        tracking.log_run(self.log, self.args, self.parts, self.info, self.run, self.resume, self.state)
+        self.stop.restart_clock()
         try:
-            self.optimizer.load_state_dict(s["optimizer"])
-            if self.amp.scaler is not None and s.get("scaler"):
-                self.amp.scaler.load_state_dict(s["scaler"])
+            self._status("running")
+            return self._loop()
+        except NonFiniteLossError as e:
+            self._status("failed", message=str(e))
+            raise PerceiverError(f"{e}: no checkpoint holds weights updated with it; {self.run.last_checkpoint} is "
+                                 f"the last good one. Lower --lr, set --grad_clip or drop --use_amp, then --resume "
+                                 f"{self.run.path}") from None
+        except KeyboardInterrupt:
+            self._status("interrupted", message="second Ctrl-C: stopped at once, nothing saved")
+            self.log.warning(f"stopped at once; resume from the last checkpoint: {self._resume_command()}")
+            return 130
+        except BaseException as e:
+            self._status("failed", message=str(e) if isinstance(e, PerceiverError) else f"{type(e).__name__}: {e}")
+            raise
+
+    def _restore(self) -> None:
+        s, path, p = self.resume, self.resume["path"], self.parts
+        ckpt.check_model_config(path, PerceiverConfig.from_dict(s["model_config"]).identity(), p.config.identity())
+        saved_world = s.get("world_size", 1)
+        if saved_world != self.info.world_size:
+            raise ckpt.CheckpointError(
+                f"checkpoint {path} was trained by {saved_world} process(es) and this launch has "
+                f"{self.info.world_size}: resume it with the same number (the data order, the samples per step and "
+                f"the schedule depend on it), e.g. `{_launcher(saved_world)} train.py --resume {self.run.path}`")
+        ckpt.load_model_weights(path, p.model, s, weights="train")
+        try:
+            if p.ema is not None and s.get("ema"):
+                p.ema.load_state_dict(s["ema"])
+            p.optimizer.load_state_dict(s["optimizer"])
+            if p.amp.scaler is not None and s.get("scaler"):
+                p.amp.scaler.load_state_dict(s["scaler"])
         except (ValueError, KeyError, RuntimeError) as e:
-            raise ckpt.CheckpointError(f"checkpoint {path}: the optimizer state does not fit ({e})") from None
+            raise ckpt.CheckpointError(f"checkpoint {path}: the optimizer or EMA state does not fit ({e})") from None
         self.state = LoopState(epoch=s["epoch"] + 1, batch=s.get("batch_in_epoch", 0), global_step=s["global_step"])
         if self.state.batch and s.get("partial"):
-            sums = dict(s["partial"])
-            self.state.sums = sums if self.main else {k: 0 * v for k, v in sums.items()}
-        if self.state.batch and s.get("world_size", 1) != self.info.world_size:
-            self.log.warning(f"resuming mid-epoch with {self.info.world_size} processes instead of "
-                             f"{s.get('world_size', 1)}: the rest of epoch {self.state.epoch} sees another data order")
+            self.state.sums = EpochSums(**s["partial"])
         self.best = dict(s.get("best") or self.best)
-        self.elapsed0 = float(s.get("elapsed_s", 0.0))
-        self.synced_elapsed = self.elapsed0
+        self.stop.elapsed_before = float(s.get("elapsed_s", 0.0))
 
     def _prepare_run_dir(self) -> None:
         a, run = self.args, self.run
@@ -155,253 +135,164 @@ class Trainer:
             if self.resume is not None:
                 run.truncate_metrics(self.state.epoch - 1, last_step=self.state.global_step)
         dist.barrier(self.info)
-        self.log = setup_logging(run.log_path, main_process=self.main)
-        self.signals.log = self.log
+        self.log = self.stop.log = tracking.setup_logging(run.log_path, main_process=self.main)
         if self.main and self.resume is None:
-            run.write_config(self._config_json())
+            run.write_config(tracking.config_json(self.args, self.parts, self.info, self.argv))
         if self.main and a.use_tensorboard:
-            self.tb = TensorBoard(run.tensorboard_dir, purge_step=self.state.epoch if self.resume else None)
-        self.run_started = True
-
-    def _config_json(self) -> dict:
-        a = self.args
-        return {
-            "args": vars(a), "model": self.config.to_dict(), "num_parameters": self.model.num_parameters(),
-            "dataset": comp.dataset_facts(self.bundle, self.train_set, self.val_set, self.bundle.test),
-            "schedule": self.schedule.describe(), "steps_per_epoch": self.steps_per_epoch,
-            "amp": self.amp.describe(), "torch_version": torch.__version__, "python_version": sys.version.split()[0],
-            "device": str(self.info.device), "world_size": self.info.world_size, "seed": a.seed,
-            "command": " ".join(["train.py", *self.argv]), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-
-    def _print_config(self) -> None:
-        a, b = self.args, self.bundle
-        self.log.info(f"run directory: {self.run.path}" + (f" (resuming {self.resume['path']} at epoch "
-                      f"{self.state.epoch}, batch {self.state.batch})" if self.resume else ""))
-        self.log.info(f"data: {b.source}")
-        items = [f"{k}={v}" for k, v in sorted(vars(a).items())]
-        line = "config:"
-        for item in items:
-            if len(line) + len(item) > 118:
-                self.log.info(line)
-                line = "   "
-            line += " " + item
-        self.log.info(line)
-        self.log.info(f"model: {self.model.num_parameters():,} parameters; device {self.info.device} x "
-                      f"{self.info.world_size}; amp {self.amp.describe()}; {self.steps_per_epoch} steps/epoch "
-                      f"of {a.batch_size} x {a.gradient_accumulation_steps} x {self.info.world_size} samples")
-        self.log.info(f"schedule: {self.schedule.describe()}" + (f"; planned over --max_time {a.max_time:g}s"
-                                                                  if a.max_time else ""))
+            self.tb = tracking.TensorBoard(run.tensorboard_dir, purge_step=self.state.epoch if self.resume else None)
+        self.started = True
 
     # ---------------------------------------------------------------------------------------------- the loop
-    def elapsed(self) -> float:
-        return self.elapsed0 + time.monotonic() - self.t0
+    def _lr_at(self, global_step: int) -> float:
+        t = progress(step=global_step, steps_per_epoch=self.parts.steps_per_epoch, epochs=self.args.epochs,
+                     elapsed_s=self.stop.elapsed(), max_time_s=self.args.max_time)
+        self.last_lr = self.parts.schedule.lr_at(t)
+        return self.last_lr
 
-    def _set_lr(self, global_step: int) -> float:
-        a = self.args
-        elapsed = self.synced_elapsed if self.info.enabled else self.elapsed()
-        t = progress(step=global_step, steps_per_epoch=self.steps_per_epoch, epochs=a.epochs,
-                     elapsed_s=elapsed, max_time_s=a.max_time)
-        return self.schedule.apply(self.optimizer, t)
-
-    def _on_step(self, step: StepInfo) -> bool:
+    def _write_steps(self, records: list[StepRecord]) -> None:
         if self.main and self.args.save_metrics:
-            row = {"epoch": step.epoch, "step": step.global_step, "step_in_epoch": step.step_in_epoch,
-                   "loss": step.loss, "lr": step.lr}
-            if step.grad_norm is not None and math.isfinite(step.grad_norm):
-                row["grad_norm"] = step.grad_norm
-            self.run.append_step(row)
-        for kind, sig, times in (("sigint_step", signal.SIGINT, 1), ("sigterm_step", signal.SIGTERM, 1),
-                                 ("double_sigint_step", signal.SIGINT, 2)):
-            for _ in range(times if self.faults.get(kind) == step.global_step else 0):
-                os.kill(os.getpid(), sig)  # the handler runs before os.kill returns to this loop
-        elapsed = self.elapsed()
-        time_up = bool(self.args.max_time) and elapsed >= self.args.max_time
-        stop = self.signals.requested
-        if self.info.enabled:
-            flags = torch.tensor([float(stop), float(time_up), elapsed], dtype=torch.float64,
-                                 device=self.info.device)
-            dist.all_reduce(flags, self.info, op="max")
-            self.remote_stop |= bool(flags[0]) and not stop
-            stop, time_up, self.synced_elapsed = bool(flags[0]), bool(flags[1]), float(flags[2])
-        self.time_up |= time_up
-        return stop or time_up
-
-    def fit(self) -> int:
-        self.setup()
-        self._prepare_run_dir()
-        self.signals.install()
-        self.faults = parse_faults()
-        self._print_config()
-        a, run = self.args, self.run
-        self.t0 = time.monotonic()
-        try:
-            return self._loop()
-        except NonFiniteLossError as e:
-            msg = (f"{e}: the weights were not updated with it; {run.last_checkpoint} is the last good checkpoint. "
-                   f"Lower --lr, set --grad_clip or drop --use_amp, then --resume {run.path}")
-            self._status("failed", message=str(e))
-            raise PerceiverError(msg) from None
-        except KeyboardInterrupt:
-            self._status("interrupted", message="second Ctrl-C: stopped at once, nothing saved")
-            self.log.warning(f"stopped at once; resume from the last checkpoint: {self._resume_command()}")
-            return 130
-        except PerceiverError as e:
-            self._status("failed", message=str(e))
-            raise
-        except BaseException as e:
-            self._status("failed", message=f"{type(e).__name__}: {e}")
-            raise
+            for r in records:
+                self.run.append_step({k: v for k, v in asdict(r).items() if v is not None and v == v})
 
     def _loop(self) -> int:
-        a, s = self.args, self.state
-        self._status("running")
+        a, s, p = self.args, self.state, self.parts
         while s.epoch <= a.epochs:
-            if s.batch == 0:
-                s.reset_epoch_sums()
-            self.sampler.set_epoch(s.epoch, skip=s.batch * a.batch_size)
-            self.loader.generator.manual_seed(a.seed * 100_003 + s.epoch)
-            stats = train_one_epoch(
-                self.train_model, self.loader, self.optimizer, state=s, device=self.info.device, pos=self.pos,
-                amp=self.amp, accum_steps=a.gradient_accumulation_steps, grad_clip=a.grad_clip,
-                label_smoothing=a.label_smoothing, limit_batches=a.limit_train_batches, set_lr=self._set_lr,
-                on_step=self._on_step, info=self.info)
-            if stats["stopped"] and not stats["complete"] and not self.time_up:
-                return self._interrupt(stats)
-            self._end_epoch(stats, partial=not stats["complete"])
-            if self.faults.get("kill_epoch") == s.epoch:
-                os.kill(os.getpid(), signal.SIGKILL)
-            last = s.epoch >= a.epochs or self.time_up
+            p.sampler.set_epoch(s.epoch, skip=s.batch * a.batch_size)
+            comp.seed_loader(p.loader, a.seed * 100_003 + s.epoch)
+            result = train_one_epoch(p.step, p.loader, state=s, lr_at=self._lr_at, wants_stop=self.stop.wants_stop,
+                                     on_steps=self._write_steps, accum_steps=a.gradient_accumulation_steps,
+                                     limit_batches=a.limit_train_batches, sync_every=a.sync_every, info=self.info,
+                                     show_progress=not a.no_progress)
+            if result.stop == Stop.SIGNAL and not result.complete:
+                return self._interrupt(result)
+            last = self._end_epoch(result, time_up=result.stop == Stop.TIME)
             if last:
                 return self._finish()
-            s.epoch, s.batch = s.epoch + 1, 0
-            if self.signals.requested or self.remote_stop:
+            s.epoch, s.batch, s.sums = s.epoch + 1, 0, EpochSums()
+            if result.stop == Stop.SIGNAL or self._agree(self.stop.signalled):
                 return self._interrupt(None)
         return self._finish()
 
-    def _end_epoch(self, stats: dict, *, partial: bool) -> None:
-        a, s, info = self.args, self.state, self.info
-        kw = dict(device=info.device, pos=self.pos, amp=self.amp, num_classes=self.bundle.num_classes, info=info,
-                  limit_batches=a.limit_eval_batches)
-        val = evaluate(self.model, self.val_loader, desc="val", **kw) if self.val_loader is not None else None
-        test = evaluate(self.model, self.test_loader, desc="test", **kw)
-        if a.max_time and not self.time_up:  # spent during evaluation: this epoch is the last
-            spent = torch.tensor([float(self.elapsed() >= a.max_time)], device=info.device)
-            self.time_up = dist.all_reduce(spent, info, op="max").item() > 0
-        row = {"epoch": s.epoch, "train_loss": stats["loss"], "train_acc": stats["acc"], "test_loss": test["loss"],
-               "test_acc": test["acc"], "lr": self.optimizer.param_groups[0]["lr"], "step": s.global_step,
-               "train_samples": stats["n"], "train_batches": stats["batches"], "test_samples": test["n"]}
-        if "acc_top5" in test:
-            row["test_acc_top5"] = test["acc_top5"]
-        if val is not None:
-            row.update(val_loss=val["loss"], val_acc=val["acc"])
-            if "acc_top5" in val:
-                row["val_acc_top5"] = val["acc_top5"]
-        if partial:
-            row["partial"] = True  # the time budget ran out inside this epoch
-        value = row[self.best["metric"]]
-        is_best = math.isfinite(value) and math.isfinite(row["test_loss"]) and value > self.best["value"]
-        if is_best:
-            self.best = {"metric": self.best["metric"], "value": value, "epoch": s.epoch}
-        row.update(best_acc=self.best["value"], is_best=is_best)
-        row.update(epoch_time_s=stats["time_s"] + test["time_s"] + (val["time_s"] if val else 0.0),
-                   train_time_s=stats["time_s"], eval_time_s=test["time_s"] + (val["time_s"] if val else 0.0),
-                   samples_per_s=stats["samples_per_s"], elapsed_s=self.elapsed())
-        if self.main:
-            self.run.append_metrics(row)
-            if a.save_metrics:
-                for split, res in (("test", test), ("val", val)):
-                    if res is not None:
-                        self.run.append_per_class({"epoch": s.epoch, "split": split, "confusion": res["confusion"],
-                                                   "per_class_acc": per_class_accuracy(res["confusion"])})
-            self.tb.scalars(row, s.epoch)
-            last = s.epoch >= a.epochs or self.time_up
-            if a.save_attention_maps and (s.epoch == 1 or s.epoch % a.attention_save_interval == 0 or last):
-                snap = probes.capture(self.model, self.bundle.test, self.probe_idx, epoch=s.epoch,
-                                      bundle=self.bundle, device=info.device, pos=self.pos)
-                self.run.save_attention(snap)
-                self.tb.images(probes.heatmaps(snap), s.epoch)
-        self._log_epoch(row)
-        finished = s.epoch >= a.epochs or self.time_up
-        self._save(epochs_done=s.epoch, batch_in_epoch=0, finished=finished, best=is_best)
-        self._status("running")
+    def _agree(self, flag: bool) -> bool:
+        """True on every rank when it is True on any."""
+        t = torch.tensor([float(flag)], device=self.info.device)
+        return bool(dist.all_reduce(t, self.info, op="max").item())
 
-    def _log_epoch(self, row: dict) -> None:
-        a = self.args
-        parts = [f"epoch {row['epoch']}/{a.epochs}" + (" (partial: time budget)" if row.get("partial") else ""),
-                 f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}"]
-        if "val_acc" in row:
-            parts.append(f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}")
-        test = f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}"
-        if "test_acc_top5" in row:
-            test += f" top5 {row['test_acc_top5']:.4f}"
-        parts += [test, f"lr {row['lr']:.3g}",
-                  f"{row['epoch_time_s']:.1f}s, {row['samples_per_s']:.0f} samples/s" + (" *best*" if row["is_best"]
-                                                                                         else "")]
-        self.log.info(" | ".join(parts))
+    def _end_epoch(self, result: EpochResult, *, time_up: bool) -> bool:
+        """Evaluate, log and save the epoch; True when it is the run's last."""
+        a, s, p = self.args, self.state, self.parts
+        evals = {}
+        # with an average, the trained weights are scored on the validation split too (not on the test images)
+        jobs = [("val", p.val_loader, p.eval_model), ("raw_val", p.val_loader, p.model if p.ema else None),
+                ("test", p.test_loader, p.eval_model)]
+        for name, loader, model in jobs:
+            if loader is not None and model is not None:
+                evals[name] = evaluate(model, loader, pos=p.pos, num_classes=p.bundle.num_classes, amp=p.amp,
+                                       flip=p.flip, limit_batches=a.limit_eval_batches, info=self.info, desc=name,
+                                       show_progress=not a.no_progress)
+        last = s.epoch >= a.epochs or self._agree(time_up or self.stop.time_up)  # time spent evaluating counts
+        val, test = evals.get("val"), evals["test"]
+        is_best = False
+        if self.best["metric"] == "val_acc" and math.isfinite(val.loss) and val.acc > self.best["value"]:
+            self.best, is_best = {"metric": "val_acc", "value": val.acc, "epoch": s.epoch}, True
+        elif self.best["metric"] == "last":
+            self.best = {"metric": "last", "value": test.acc, "epoch": s.epoch}
+        eval_time = sum(r.time_s for r in evals.values())
+        row = EpochRow(
+            epoch=s.epoch, step=s.global_step, lr=self.last_lr, train_loss=result.loss,
+            train_acc=result.acc, train_samples=result.sums.n, train_batches=result.batches, test_loss=test.loss,
+            test_acc=test.acc, test_samples=test.n, test_acc_top5=test.acc_top5,
+            best_acc=self.best["value"] if self.best["metric"] == "val_acc" else None, is_best=is_best,
+            val_loss=val.loss if val else None, val_acc=val.acc if val else None,
+            val_acc_top5=val.acc_top5 if val else None,
+            raw_val_acc=evals["raw_val"].acc if "raw_val" in evals else None,
+            partial=True if not result.complete else None, epoch_time_s=result.sums.time_s + eval_time,
+            train_time_s=result.sums.time_s, eval_time_s=eval_time, samples_per_s=result.samples_per_s,
+            elapsed_s=self.stop.elapsed())
+        if self.main:
+            self._write_epoch(row, evals, last)
+        self.log.info(tracking.epoch_line(row, a.epochs))
+        self._save(epochs_done=s.epoch, batch_in_epoch=0, finished=last, best=is_best)
+        self._status("running")
+        return last
+
+    def _write_epoch(self, row: EpochRow, evals: dict, last: bool) -> None:
+        a, p, e = self.args, self.parts, row.epoch
+        self.run.append_metrics(row)
+        if a.save_metrics:
+            for split in ("test", "val"):
+                if split in evals:
+                    cm = evals[split].confusion
+                    self.run.append_per_class({"epoch": e, "split": split, "confusion": cm,
+                                               "per_class_acc": per_class_accuracy(cm)})
+        self.tb.scalars(row.to_json(), e)
+        if a.save_attention_maps and (e == 1 or e % a.attention_save_interval == 0 or last):
+            snap = probes.capture(p.eval_model, p.bundle.test, p.probe_idx, epoch=e, bundle=p.bundle,
+                                  device=self.info.device, pos=p.pos)
+            self.run.save_attention(snap)
+            self.tb.images(probes.heatmaps(snap), e)
 
     # ---------------------------------------------------------------------------------------- saving, stopping
     def _save(self, *, epochs_done: int, batch_in_epoch: int, finished: bool, best: bool = False,
-              partial: dict | None = None) -> None:
+              partial: EpochSums | None = None) -> None:
         rng = ckpt.capture_rng()
+        rng_ranks = [rng]
         if self.info.enabled:  # every rank's generators, so each rank resumes its own dropout stream
-            gathered = [None] * self.info.world_size
-            torch.distributed.all_gather_object(gathered, rng)
-            rng = gathered[0] if self.info.is_main else rng
-            rng_ranks = gathered
-        else:
-            rng_ranks = [rng]
+            rng_ranks = [None] * self.info.world_size
+            torch.distributed.all_gather_object(rng_ranks, rng)
         if not self.main:
             return
-        state = {
-            "format": ckpt.CHECKPOINT_FORMAT, "model_config": self.config.to_dict(), "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": dict(vars(self.schedule)),
-            "scaler": self.amp.scaler.state_dict() if self.amp.scaler is not None else None,
-            "epoch": epochs_done, "batch_in_epoch": batch_in_epoch, "global_step": self.state.global_step,
-            "elapsed_s": self.elapsed(), "best": dict(self.best), "partial": partial, "args": vars(self.args),
-            "rng": rng, "rng_ranks": rng_ranks, "world_size": self.info.world_size, "finished": finished,
-            "torch_version": str(torch.__version__),
-        }
+        p = self.parts
+        state = ckpt.build_checkpoint(
+            config=p.config, model=p.model, ema=p.ema, optimizer=p.optimizer, schedule=p.schedule,
+            scaler=p.amp.scaler, epoch=epochs_done, batch_in_epoch=batch_in_epoch,
+            global_step=self.state.global_step, elapsed_s=self.stop.elapsed(), best=self.best,
+            partial=asdict(partial) if partial is not None else None, args=vars(self.args), rng=rng,
+            rng_ranks=rng_ranks, world_size=self.info.world_size, finished=finished)
         if best:
             ckpt.save_checkpoint(self.run.best_checkpoint, state)
         ckpt.save_checkpoint(self.run.last_checkpoint, state)
 
-    def _interrupt(self, stats: dict | None) -> int:
+    def _interrupt(self, result: EpochResult | None) -> int:
         s = self.state
-        if stats is not None:  # mid-epoch: save the position and the running sums of this epoch
-            sums = dict(s.sums)
-            if self.info.enabled:
-                sums.update(loss_sum=stats["loss_sum"], correct=stats["correct"], n=stats["n"])
-            self._save(epochs_done=s.epoch - 1, batch_in_epoch=s.batch, finished=False, partial=sums)
-            where = f"epoch {s.epoch} after batch {s.batch}/{stats['batches_total']}"
+        if result is not None:  # mid-epoch: save the position and the running sums of this epoch
+            self._save(epochs_done=s.epoch - 1, batch_in_epoch=s.batch, finished=False, partial=result.sums)
+            where = f"epoch {s.epoch} after batch {s.batch}/{result.batches_total}"
         else:
             where = f"the end of epoch {s.epoch - 1}"
-        sig = self.signals.signum
-        name = signal.Signals(sig).name if sig else "a stop request on another rank"
+        signum = dist.all_reduce(torch.tensor([float(self.stop.signum or 0)], device=self.info.device), self.info,
+                                 op="max")
+        self.stop.signum = self.stop.signum or int(signum.item()) or None
+        name = self.stop.signal_name()
         self._status("interrupted", message=f"stopped by {name} at {where}")
         self.log.warning(f"interrupted by {name} at {where}; checkpoint: {self.run.last_checkpoint}")
         self.log.warning(f"resume with: {self._resume_command()}")
-        return self.signals.exit_code if sig else 130
+        return self.stop.exit_code()
 
     def _finish(self) -> int:
         a = self.args
-        self._status("finished", message="time budget spent" if self.time_up else "")
+        self._status("finished", message="time budget spent" if self.stop.time_up else "")
         self.tb.hparams({k: v for k, v in vars(a).items() if not isinstance(v, (list, tuple))},
-                        {"best_acc": self.best["value"] if math.isfinite(self.best["value"]) else None})
-        self.log.info(f"finished: best {self.best['metric']} {self.best['value']:.4f} at epoch {self.best['epoch']}; "
-                      f"run directory {self.run.path}")
+                        {"final_test_acc": self.best["value"] if self.best["metric"] == "last" else None,
+                         "best_val_acc": self.best["value"] if self.best["metric"] == "val_acc" else None})
+        if self.best["metric"] == "val_acc":
+            summary = f"best val_acc {self.best['value']:.4f} at epoch {self.best['epoch']} (checkpoints/best.pt)"
+        else:
+            summary = f"last epoch {self.best['epoch']}, test acc {self.best['value']:.4f} (checkpoints/last.pt)"
+        self.log.info(f"finished: {summary}; run directory {self.run.path}")
         return 0
 
     def _status(self, state: str, message: str = "") -> None:
-        if self.main and self.run_started:
+        if self.main and self.started:
             self.run.write_status(state, epoch=self.state.epoch, epochs=self.args.epochs, message=message,
                                   step=self.state.global_step, world_size=self.info.world_size)
 
     def _resume_command(self) -> str:
-        if self.info.enabled:
-            return f"torchrun --nproc_per_node {self.info.world_size} train.py --resume {self.run.path}"
-        return f"python train.py --resume {self.run.path}"
+        return f"{_launcher(self.info.world_size)} train.py --resume {self.run.path}"
 
-    def close(self) -> None:
-        self.signals.restore()
-        self.tb.close()
+
+def _launcher(world_size: int) -> str:
+    return f"torchrun --nproc_per_node {world_size}" if world_size > 1 else "python"
+
+
+__all__ = ["train", "Trainer", "RunParts"]

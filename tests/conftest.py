@@ -34,31 +34,36 @@ class TrainResult:
 
 def _subprocess_env(extra: dict | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    env.pop("PERCEIVER_FAULT", None)
     env.update(extra or {})
     return env
 
 
+def train_command(faults: str | None) -> list[str]:
+    """The script a subprocess runs: train.py, or train.py behind tests/fault_run.py's injected faults."""
+    if faults:
+        return [str(REPO / "tests" / "fault_run.py"), faults]
+    return [str(REPO / "train.py")]
+
+
 def run_train_in(logs: Path, args: list[str], *, name: str = "run", tiny: bool = True, subprocess_: bool = False,
-                 env: dict | None = None, timeout: float = 240) -> TrainResult:
+                 faults: str | None = None, timeout: float = 240) -> TrainResult:
     """Run train.py with ``--logs_dir logs --experiment_name name`` (+ TINY_TRAIN unless ``tiny=False``).
 
     In-process by default (no interpreter start-up: fast), in a subprocess with ``subprocess_=True`` (needed for
-    signals, SIGKILL, and checking what a real process prints). ``env`` sets environment variables for the run.
+    signals, SIGKILL, and checking what a real process prints). ``faults``: see tests/faults.py.
     """
     argv = (TINY_TRAIN if tiny else []) + ["--logs_dir", str(logs), "--experiment_name", name] + list(args)
     run_dir = logs / name
     if subprocess_:
-        p = subprocess.run([sys.executable, str(REPO / "train.py"), *argv], cwd=REPO, env=_subprocess_env(env),
+        p = subprocess.run([sys.executable, *train_command(faults), *argv], cwd=REPO, env=_subprocess_env(),
                            capture_output=True, text=True, timeout=timeout)
         return TrainResult(p.returncode, p.stdout, p.stderr, run_dir)
     import torch
     import train
+    from faults import install
 
     threads = torch.get_num_threads()
-    saved = {k: os.environ.get(k) for k in ["PERCEIVER_FAULT", *(env or {})]}
-    os.environ.pop("PERCEIVER_FAULT", None)
-    os.environ.update(env or {})
+    undo = install(faults or "")
     out, err = io.StringIO(), io.StringIO()
     torch.set_num_threads(1)
     try:
@@ -68,18 +73,14 @@ def run_train_in(logs: Path, args: list[str], *, name: str = "run", tiny: bool =
             except SystemExit as e:  # argparse errors
                 code = e.code if isinstance(e.code, int) else 1
     finally:
+        undo()
         torch.set_num_threads(threads)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return TrainResult(code, out.getvalue(), err.getvalue(), run_dir)
 
 
 @pytest.fixture
 def run_train(tmp_path):
-    """``run_train(args, name="run", tiny=True, subprocess_=False, env=None)`` -> TrainResult, logs in tmp_path."""
+    """``run_train(args, name="run", tiny=True, subprocess_=False, faults=None)`` -> TrainResult, logs in tmp_path."""
     def _run(args, **kw):
         return run_train_in(tmp_path / "logs", args, **kw)
     return _run

@@ -1,4 +1,5 @@
-"""Engine pieces in-process: gradient accumulation, AMP, evaluation, samplers, checkpoints, RNG state."""
+"""Engine pieces in-process: the step loop (accumulation, AMP, no host sync, non-finite losses), evaluation,
+samplers, checkpoints, RNG state."""
 import random
 
 import numpy as np
@@ -8,7 +9,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from perceiver.checkpoint import capture_rng, config_diff, load_checkpoint, restore_rng, save_checkpoint
 from perceiver.distributed import DistInfo, EpochSampler, ShardSampler
-from perceiver.engine import LoopState, NonFiniteLossError, evaluate, setup_amp, train_one_epoch
+from perceiver.engine import EpochResult, LoopState, NonFiniteLossError, Stop, evaluate, train_one_epoch
+from perceiver.step import TrainStep, setup_amp
 from perceiver.errors import CheckpointError
 from perceiver.model import Perceiver, PerceiverConfig
 
@@ -25,8 +27,9 @@ def _one_thread():
 
 def tiny_model(seed=0, **kw):
     torch.manual_seed(seed)
-    cfg = dict(in_channels=3, num_classes=6, pos_dim=3, pos_from_input=True, fourier_bands=2, max_freq=4.0, num_latents=4, latent_dim=16,
-               num_cross_attend_stages=1, num_transformer_blocks=1, num_heads=2, dropout=0.0)
+    cfg = dict(in_channels=3, num_classes=6, pos_dim=3, pos_from_input=True, fourier_bands=2, max_freq=4.0,
+               num_latents=4, latent_dim=16, num_cross_attend_stages=1, num_transformer_blocks=1, num_heads=2,
+               dropout=0.0)
     cfg.update(kw)
     return Perceiver(PerceiverConfig(**cfg))
 
@@ -36,11 +39,12 @@ def points_data(n=16, tokens=12, seed=0):
     return TensorDataset(torch.rand(n, tokens, 3, generator=g) * 2 - 1, torch.randint(0, 6, (n,), generator=g))
 
 
-def _train(model, loader, accum, **kw):
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    stats = train_one_epoch(model, loader, opt, state=LoopState(), device=CPU, pos=None, amp=setup_amp(False, CPU),
-                            accum_steps=accum, show_progress=False, **kw)
-    return stats, opt
+def _train(model, loader, accum, opt=None, amp=None, state=None, **kw) -> tuple[EpochResult, object]:
+    opt = opt or torch.optim.SGD(model.parameters(), lr=0.5)
+    step = TrainStep(model, opt, pos=None, amp=amp or setup_amp(False, CPU), grad_clip=kw.pop("grad_clip", 0.0))
+    res = train_one_epoch(step, loader, state=state or LoopState(), lr_at=lambda s: opt.param_groups[0]["lr"],
+                          accum_steps=accum, show_progress=False, **kw)
+    return res, opt
 
 
 def test_gradient_accumulation_equals_one_big_batch():
@@ -48,8 +52,8 @@ def test_gradient_accumulation_equals_one_big_batch():
     big = tiny_model()
     _train(big, DataLoader(data, batch_size=8), accum=1)  # 2 steps of 8
     small = tiny_model()
-    stats, _ = _train(small, DataLoader(data, batch_size=2), accum=4)  # 2 steps of 4 x 2
-    assert stats["steps"] == 2 and stats["batches"] == 8 and stats["n"] == 16
+    res, _ = _train(small, DataLoader(data, batch_size=2), accum=4)  # 2 steps of 4 x 2
+    assert res.steps == 2 and res.batches == 8 and res.sums.n == 16 and res.complete
     for a, b in zip(big.parameters(), small.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
@@ -60,53 +64,115 @@ def test_short_last_accumulation_group_is_averaged_over_its_own_size():
     _train(ref, DataLoader(data, batch_size=4), accum=1, limit_batches=1)  # one step on samples 0..3
     ref_state = {k: v.clone() for k, v in ref.state_dict().items()}
     m = tiny_model()
-    stats, _ = _train(m, DataLoader(data, batch_size=2), accum=3, limit_batches=2)  # a group cut short at 2
-    assert stats["steps"] == 1
+    res, _ = _train(m, DataLoader(data, batch_size=2), accum=3, limit_batches=2)  # a group cut short at 2
+    assert res.steps == 1
     for k, v in m.state_dict().items():
         torch.testing.assert_close(v, ref_state[k], rtol=1e-5, atol=1e-6)
+
+
+def test_epoch_metrics_equal_an_independent_computation():
+    data = points_data(12)
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # weights stay put: the metrics can be recomputed after
+    res, _ = _train(model, DataLoader(data, batch_size=4), accum=1, opt=opt)
+    model.eval()
+    with torch.no_grad():
+        logits = model(data.tensors[0])
+    assert res.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, data.tensors[1]).item(), rel=1e-5)
+    assert res.acc == pytest.approx((logits.argmax(1) == data.tensors[1]).float().mean().item())
+
+
+def test_the_step_loop_never_reads_the_device_between_sync_points(monkeypatch):
+    """Every host read goes through the loop's sync points: with sync_every larger than the epoch, one per epoch."""
+    import perceiver.engine as engine
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = TrainStep(model, opt, pos=None, amp=setup_amp(False, CPU), grad_clip=1.0)
+    loader = list(DataLoader(points_data(24), batch_size=4))  # batches made up front: the data side may read
+    reads, inside_sync = [], [False]
+
+    def forbid(name):
+        real = getattr(torch.Tensor, name)
+
+        def guarded(self, *a, **k):
+            if not inside_sync[0]:
+                raise AssertionError(f"Tensor.{name} inside the step loop")
+            reads.append(name)
+            return real(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, guarded)
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy"):
+        forbid(name)
+    real_reduce = engine.all_reduce
+
+    def reduce_marks_sync(tensor, info, op="sum"):  # the loop's reads all follow one of these
+        inside_sync[0] = True
+        return real_reduce(tensor, info, op)
+    monkeypatch.setattr(engine, "all_reduce", reduce_marks_sync)
+    res = train_one_epoch(step, loader, state=LoopState(), lr_at=lambda s: 0.1, sync_every=1000,
+                          show_progress=False, on_steps=lambda recs: None)
+    assert res.steps == 6 and reads  # six steps, read back only after the loop
 
 
 def test_amp_bf16_autocast_runs_on_cpu():
     amp = setup_amp(True, CPU)
     assert amp.enabled and amp.dtype == torch.bfloat16 and amp.scaler is None
     model = tiny_model()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    stats = train_one_epoch(model, DataLoader(points_data(8), batch_size=4), opt, state=LoopState(), device=CPU,
-                            pos=None, amp=amp, grad_clip=1.0, show_progress=False)
-    assert np.isfinite(stats["loss"]) and stats["steps"] == 2
-    res = evaluate(model, DataLoader(points_data(8), batch_size=4), device=CPU, pos=None, amp=amp, num_classes=6,
-                   show_progress=False)
-    assert np.isfinite(res["loss"]) and res["n"] == 8
+    res, _ = _train(model, DataLoader(points_data(8), batch_size=4), accum=1,
+                    opt=torch.optim.AdamW(model.parameters(), lr=1e-3), amp=amp, grad_clip=1.0)
+    assert np.isfinite(res.loss) and res.steps == 2
+    ev = evaluate(model, DataLoader(points_data(8), batch_size=4), pos=None, amp=amp, num_classes=6,
+                  show_progress=False)
+    assert np.isfinite(ev.loss) and ev.n == 8
 
 
 def test_evaluate_metrics_and_confusion():
     model = tiny_model()
     data = points_data(10)
-    res = evaluate(model, DataLoader(data, batch_size=3), device=CPU, pos=None, num_classes=6, show_progress=False)
+    res = evaluate(model, DataLoader(data, batch_size=3), pos=None, num_classes=6, show_progress=False)
     with torch.no_grad():
         logits = model(data.tensors[0])
     labels = data.tensors[1]
-    assert res["n"] == 10 and res["confusion"].sum() == 10
-    assert res["acc"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+    assert res.n == 10 and res.confusion.sum() == 10
+    assert res.acc == pytest.approx((logits.argmax(1) == labels).float().mean().item())
     top5 = (logits.topk(5, 1).indices == labels[:, None]).any(1).float().mean().item()
-    assert res["acc_top5"] == pytest.approx(top5)
-    assert res["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
-    assert 0.0 <= res["acc"] <= 1.0
+    assert res.acc_top5 == pytest.approx(top5)
+    assert res.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
+    assert 0.0 <= res.acc <= 1.0
     small = evaluate(tiny_model(num_classes=3), DataLoader(TensorDataset(data.tensors[0], labels % 3), batch_size=5),
-                     device=CPU, pos=None, num_classes=3, show_progress=False)
-    assert "acc_top5" not in small  # top-5 only means something with more than 5 classes
+                     pos=None, num_classes=3, show_progress=False)
+    assert small.acc_top5 is None  # top-5 only means something with more than 5 classes
 
 
-def test_non_finite_loss_stops_before_the_update(monkeypatch):
-    monkeypatch.setenv("PERCEIVER_FAULT", "nan_step:2")
+@pytest.mark.parametrize("sync_every", [1, 100])
+def test_non_finite_loss_is_reported_at_the_step_it_happened(monkeypatch, sync_every):
+    import perceiver.step as step_module
+    calls = [0]
+    real = step_module.compute_loss
+
+    def nan_at_second(*a, **k):
+        calls[0] += 1
+        return real(*a, **k) * (float("nan") if calls[0] == 2 else 1.0)
+    monkeypatch.setattr(step_module, "compute_loss", nan_at_second)
+    records = []
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    state = LoopState()
+    step = TrainStep(model, opt, pos=None, amp=setup_amp(False, CPU))
     with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 1 step 2"):
-        train_one_epoch(model, DataLoader(points_data(12), batch_size=4), opt, state=state, device=CPU, pos=None,
-                        amp=setup_amp(False, CPU), show_progress=False)
-    assert state.global_step == 1  # the first step happened, the second never did
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+        train_one_epoch(step, DataLoader(points_data(16), batch_size=4), state=LoopState(), lr_at=lambda s: 0.5,
+                        on_steps=records.extend, sync_every=sync_every, show_progress=False)
+    assert [r.step for r in records] == [1]  # only the steps before the bad one are reported
+
+
+def test_a_stop_wish_ends_the_epoch_at_that_step():
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = LoopState()
+    wishes = iter([Stop.NO, Stop.NO, Stop.SIGNAL])
+    res = train_one_epoch(TrainStep(model, opt, pos=None, amp=setup_amp(False, CPU)),
+                          DataLoader(points_data(24), batch_size=4), state=state, lr_at=lambda s: 0.1,
+                          wants_stop=lambda: next(wishes), show_progress=False)
+    assert res.stop == Stop.SIGNAL and not res.complete and state.batch == 3 and res.sums.n == 12
 
 
 def test_epoch_sampler_order_depends_on_seed_and_epoch_only_and_skips():

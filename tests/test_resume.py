@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import run_train_in
-from perceiver.engine import TIMING_FIELDS
+from perceiver.rundir import TIMING_FIELDS
 from perceiver.rundir import RunDir
 
 EPOCHS = ["--epochs", "3", "--save_metrics", "--dropout", "0.1"]  # dropout on: the RNG state must resume too
@@ -41,7 +41,7 @@ def reference(tmp_path_factory):
 
 def test_sigkill_after_epoch_then_resume_is_identical(reference, tmp_path):
     logs = tmp_path / "logs"
-    killed = run_train_in(logs, EPOCHS, subprocess_=True, env={"PERCEIVER_FAULT": "kill_epoch:1"})
+    killed = run_train_in(logs, EPOCHS, subprocess_=True, faults="kill_epoch:1")
     assert killed.code == -signal.SIGKILL
     assert RunDir(killed.run_dir).read_status()["state"] == "running"  # a hard kill leaves no final status
     resumed = run_train_in(logs, ["--resume", str(killed.run_dir)], tiny=False)
@@ -53,7 +53,7 @@ def test_sigkill_after_epoch_then_resume_is_identical(reference, tmp_path):
 def test_sigkill_resume_with_two_workers(reference, tmp_path):
     logs = tmp_path / "logs"
     args = EPOCHS + ["--num_workers", "2"]
-    killed = run_train_in(logs, args, subprocess_=True, env={"PERCEIVER_FAULT": "kill_epoch:2"})
+    killed = run_train_in(logs, args, subprocess_=True, faults="kill_epoch:2")
     assert killed.code == -signal.SIGKILL
     resumed = run_train_in(logs, ["--resume", str(killed.run_dir)], tiny=False, subprocess_=True)
     assert resumed.code == 0, resumed.err
@@ -64,7 +64,7 @@ def test_sigkill_resume_with_two_workers(reference, tmp_path):
 def test_signal_mid_epoch_saves_position_and_resumes_identically(reference, tmp_path, sig, code):
     logs = tmp_path / "logs"
     # 4 steps per epoch: step 6 is the middle of epoch 2
-    stopped = run_train_in(logs, EPOCHS, subprocess_=True, env={"PERCEIVER_FAULT": f"{sig}_step:6"})
+    stopped = run_train_in(logs, EPOCHS, subprocess_=True, faults=f"{sig}_step:6")
     assert stopped.code == code, stopped.err
     run = RunDir(stopped.run_dir)
     status = run.read_status()
@@ -83,7 +83,7 @@ def test_signal_mid_epoch_saves_position_and_resumes_identically(reference, tmp_
 def test_resume_drops_rows_written_after_the_checkpoint(reference, tmp_path):
     """A crash between the metrics row and the checkpoint of an epoch: the row is dropped and the epoch redone."""
     logs = tmp_path / "logs"
-    killed = run_train_in(logs, EPOCHS, subprocess_=True, env={"PERCEIVER_FAULT": "kill_epoch:2"})
+    killed = run_train_in(logs, EPOCHS, subprocess_=True, faults="kill_epoch:2")
     assert killed.code == -signal.SIGKILL
     run = RunDir(killed.run_dir)
     rows = (run.metrics_path.read_text().splitlines())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import REPO, _subprocess_env
-from perceiver.engine import TIMING_FIELDS
+from perceiver.rundir import TIMING_FIELDS
 from perceiver.rundir import RunDir
 
 
@@ -61,8 +61,9 @@ def test_tiny_run_writes_every_file_of_the_run_directory(run_train):
     status = run.read_status()
     assert status["state"] == "finished" and status["epochs"] == 2
     last = torch.load(run.last_checkpoint, weights_only=True)
-    best = torch.load(run.best_checkpoint, weights_only=True)
-    assert last["epoch"] == 2 and last["finished"] and best["best"]["epoch"] == best["epoch"]
+    assert last["epoch"] == 2 and last["finished"] and last["best"] == {"metric": "last", "value": rows[-1]["test_acc"],
+                                                                        "epoch": 2}
+    assert not run.best_checkpoint.exists()  # no validation split: nothing chosen on the test images
     assert not list(run.path.rglob("*.tmp"))
 
 
@@ -126,9 +127,8 @@ def test_eval_only_writes_eval_json_and_touches_nothing_else(run_train):
     out = json.loads(run.eval_path.read_text())
     for key in ("test_loss", "test_acc", "test_acc_top5", "n", "data_dir", "checkpoint"):
         assert key in out
-    assert out["checkpoint"].endswith("best.pt") and out["n"] == 32
-    best = max(run.read_metrics(), key=lambda r: r["test_acc"])
-    assert out["test_acc"] == pytest.approx(best["test_acc"]) and "test loss" in ev.out
+    assert out["checkpoint"].endswith("last.pt") and out["n"] == 32  # no validation split: the last epoch
+    assert out["test_acc"] == pytest.approx(run.read_metrics()[-1]["test_acc"]) and "test loss" in ev.out
 
 
 def test_val_split_is_stratified_and_drives_best(run_train):
@@ -142,6 +142,8 @@ def test_val_split_is_stratified_and_drives_best(run_train):
     assert all("val_acc" in r and "val_loss" in r for r in rows)
     best = torch.load(run.best_checkpoint, weights_only=True)["best"]
     assert best["metric"] == "val_acc" and best["value"] == max(r["val_acc"] for r in rows)
+    ev = run_train(["--eval_only", "--resume", str(run.path)], tiny=False)
+    assert ev.code == 0 and json.loads(run.eval_path.read_text())["checkpoint"].endswith("best.pt")
 
 
 def test_max_time_budget_stops_and_finishes(run_train):
@@ -162,7 +164,7 @@ def test_max_time_budget_stops_and_finishes(run_train):
 
 def test_resume_keeps_the_remaining_time_budget(run_train):
     stopped = run_train(["--epochs", "3", "--max_time", "01:00:00", "--scheduler", "cosine", "--save_metrics"],
-                        env={"PERCEIVER_FAULT": "sigint_step:6"})
+                        faults="sigint_step:6")
     assert stopped.code == 130, stopped.err
     run = RunDir(stopped.run_dir)
     spent = torch.load(run.last_checkpoint, weights_only=True)["elapsed_s"]

@@ -26,6 +26,14 @@ DATASET_DEFAULTS: dict[str, dict] = {
     "shapes3d": {"batch_size": 32, "fourier_bands": 16, "max_freq": 32.0},
 }
 
+#: The specification's per-dataset flags: generic flag -> {dataset: that dataset's own flag}. A typed generic flag
+#: wins, then the dataset's own flag, then DATASET_DEFAULTS (train.py's `resolve_defaults`).
+PER_DATASET_FLAGS: dict[str, dict[str, str]] = {
+    "batch_size": {"cifar10": "batch_size_cifar10", "modelnet40": "batch_size_modelnet40"},
+    "fourier_bands": {"cifar10": "cifar10_fourier_bands", "modelnet40": "modelnet40_fourier_bands"},
+    "max_freq": {"cifar10": "cifar10_max_freq", "modelnet40": "modelnet40_max_freq"},
+}
+
 # dataset name -> (module, builder function); imported lazily so that e.g. h5py is only needed for ModelNet40.
 _BUILDERS = {
     "cifar10": ("cifar10", "build_cifar10"),
@@ -151,4 +159,4 @@ def build_dataset(args: argparse.Namespace) -> DataBundle:
     return getattr(module, func_name)(opts)
 
 
-__all__ = ["DATASETS", "DATASET_DEFAULTS", "DataBundle", "add_data_args", "build_dataset", "validate_data_args"]
+__all__ = ["DATASETS", "DATASET_DEFAULTS", "PER_DATASET_FLAGS", "DataBundle", "add_data_args", "build_dataset", "validate_data_args"]

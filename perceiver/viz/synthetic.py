@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..rundir import AttentionSnapshot, RunDir
+from ..rundir import AttentionSnapshot, EpochRow, RunDir
 
 CLASS_NAMES = ["circle", "square", "triangle"]
 
 
-def metrics_rows(epochs: int, seed: int = 0) -> list[dict]:
+def metrics_rows(epochs: int, seed: int = 0) -> list[EpochRow]:
     """Plausible training curves: accuracies rise and losses fall, test lagging behind train."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -24,12 +24,12 @@ def metrics_rows(epochs: int, seed: int = 0) -> list[dict]:
         t = e / max(epochs, 1)
         train_acc = 0.35 + 0.6 * (1 - math.exp(-4 * t)) + rng.normal(0, 0.005)
         test_acc = 0.33 + 0.5 * (1 - math.exp(-4 * t)) + rng.normal(0, 0.01)
-        rows.append({
-            "epoch": e, "train_loss": 1.1 * math.exp(-3 * t) + 0.02, "test_loss": 1.15 * math.exp(-2.5 * t) + 0.15,
-            "train_acc": min(train_acc, 1.0), "test_acc": min(test_acc, 1.0), "test_acc_top5": min(1.0, test_acc + 0.1),
-            "lr": 0.004 * (0.1 if t > 0.7 else 1.0), "epoch_time_s": 2.0 + rng.normal(0, 0.1),
-            "samples_per_s": 500 + rng.normal(0, 10),
-        })
+        rows.append(EpochRow(
+            epoch=e, step=10 * e, train_loss=1.1 * math.exp(-3 * t) + 0.02, test_loss=1.15 * math.exp(-2.5 * t) + 0.15,
+            train_acc=min(train_acc, 1.0), test_acc=min(test_acc, 1.0), test_acc_top5=min(1.0, test_acc + 0.1),
+            lr=0.004 * (0.1 if t > 0.7 else 1.0), train_samples=1000, train_batches=10, test_samples=300,
+            best_acc=None, is_best=False, epoch_time_s=2.0 + rng.normal(0, 0.1), samples_per_s=500 + rng.normal(0, 10),
+        ))
     return rows
 
 

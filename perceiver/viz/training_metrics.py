@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..rundir import SERIES_FIELDS
+
 STABILITY_WINDOW = 10
 STATE_WINDOW = 10
 STATE_MIN_EPOCHS = 3
@@ -62,8 +64,7 @@ DEFINITIONS = {
                   f"{UNDERFIT_TRAIN_ACC} underfitting; else balanced"),
 }
 
-_FIELDS = ("train_acc", "test_acc", "train_loss", "test_loss", "val_acc", "val_loss", "test_acc_top5", "lr",
-           "epoch_time_s", "samples_per_s")
+_FIELDS = SERIES_FIELDS  # the numeric per-epoch fields of metrics.jsonl (perceiver/rundir.py owns the schema)
 
 
 @dataclass
