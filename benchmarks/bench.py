@@ -48,7 +48,8 @@ SECTIONS = ("speed", "scaling", "capture")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", default=None, help=f"comma-separated, from {', '.join(CONFIGS)} "
                    "(default: small,exp1,exp3; tiny with --tiny)")
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated (default: %(default)s)")
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds allowed per scaling point (default: 60; 30 with --tiny)")
     p.add_argument("--scaling_mem_gb", "--scaling-mem-gb", type=float, default=8.0,
                    help="address-space cap per scaling point, GiB (default: %(default)s)")
-    p.add_argument("--plot", default=None, help="scaling plot path (default: docs/images/scaling.png; none with --tiny)")
+    p.add_argument("--plot", default=None,
+                   help="scaling plot path (default: docs/images/scaling.png; none with --tiny)")
     p.add_argument("--capture_steps", "--capture-steps", type=int, default=32,
                    help="training steps per epoch in the capture benchmark (default: %(default)s = 1000 samples / 32)")
     p.add_argument("--capture_e2e", "--capture-e2e", action="store_true",

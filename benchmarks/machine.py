@@ -75,8 +75,10 @@ def matmul_fn(device: torch.device, dtype: torch.dtype = torch.float32,
 
 def matmul_peak(device: torch.device, dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.bfloat16), *,
                 warmup: int = 1, iters: int = 5) -> dict[str, dict]:
-    """The matmul rate of the device on its own, per dtype: FLOP/s of the median and of the fastest round."""
-    fns = {str(d).removeprefix("torch."): matmul_fn(device, d) for d in dtypes}
+    """The matmul rate of the device on its own, per dtype ("fp32", "bf16", "fp16"): FLOP/s of the median and of
+    the fastest round."""
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    fns = {names[d]: matmul_fn(device, d) for d in dtypes}
     times = timed_rounds({k: fn for k, (fn, _) in fns.items()}, warmup=warmup, iters=iters, device=device)
     return {k: {"median_flops": flops / times[k]["median_s"], "best_flops": flops / times[k]["min_s"]}
             for k, (_, flops) in fns.items()}

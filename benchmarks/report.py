@@ -29,13 +29,16 @@ class Table:
 
 def render_table(t: Table, markdown: bool) -> str:
     if markdown:
-        lines = ["| " + " | ".join(t.header) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in t.align) + "|"]
-        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in t.rows])
-    widths = [max(len(r[i]) for r in [t.header, *t.rows]) for i in range(len(t.header))]
+        def line(cells):
+            return "| " + " | ".join(cells) + " |"
+        rule = ["|" + "|".join("---:" if a == "r" else "---" for a in t.align) + "|"]
+    else:
+        widths = [max(len(r[i]) for r in [t.header, *t.rows]) for i in range(len(t.header))]
 
-    def line(cells):
-        return "  ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(cells, widths, t.align)).rstrip()
-    return "\n".join([line(t.header)] + [line(r) for r in t.rows])
+        def line(cells):
+            return "  ".join(c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(cells, widths, t.align)).rstrip()
+        rule = []
+    return "\n".join([line(t.header), *rule, *(line(r) for r in t.rows)])
 
 
 def title(name: str, detail: str, markdown: bool) -> str:
@@ -72,8 +75,8 @@ def config_blocks(name: str, r: dict, markdown: bool) -> list:
                  markdown)]
     rows = [[n, f"{v['params']:,}", fmt_rate(v["train"]), fmt_rate(v["eval"]),
              f"{v['train']['flops_per_sample'] / 1e9:.3g}",
-             f"{100 * v['train']['fraction_of_matmul_peak']:.0f}% ({100 * v['train']['fraction_of_matmul_peak_best']:.0f}%)",
-             f"{100 * v['eval']['fraction_of_matmul_peak']:.0f}%", fmt_mem(v.get("memory_train")),
+             f"{v['train']['fraction_of_matmul_peak']:.0%} ({v['train']['fraction_of_matmul_peak_best']:.0%})",
+             f"{v['eval']['fraction_of_matmul_peak']:.0%}", fmt_mem(v.get("memory_train")),
              fmt_mem(v.get("memory_eval")), v["note"]] for n, v in r["variants"].items()]
     out.append(Table(["variant", "params", "train samples/s (min-max)", "eval samples/s (min-max)",
                       "train GFLOP/sample", "train % of matmul (best round)", "eval % of matmul",
@@ -111,7 +114,8 @@ def scaling_blocks(sc: dict, markdown: bool) -> list:
                      rows, "rrrrr"))
     if "perceiver_growth_4k_64k" in sc:
         g = sc["perceiver_growth_4k_64k"]
-        out.append(f"Perceiver from 4k to 64k tokens (16x): step time x{g['time']:.1f}, step memory x{g['memory']:.1f}.")
+        out.append(f"Perceiver from 4k to 64k tokens (16x): step time x{g['time']:.1f}, "
+                   f"step memory x{g['memory']:.1f}.")
     return out
 
 

@@ -71,8 +71,8 @@ def scaling_point(spec: dict) -> dict:
         return {"status": "oom", "error": str(e).splitlines()[0][:200]}
     timed = times[1:] if len(times) > 1 else times  # the first step is the warm-up when there are others
     peak = rss_status()["VmHWM"]
-    return {"status": "ok", "step_s": statistics.median(timed), "all_s": times,
-            "peak_rss_mb": peak, "step_mb": peak - before["VmRSS"], "params": sum(p.numel() for p in model.parameters())}
+    return {"status": "ok", "step_s": statistics.median(timed), "all_s": times, "peak_rss_mb": peak,
+            "step_mb": peak - before["VmRSS"], "params": sum(p.numel() for p in model.parameters())}
 
 
 def bench_scaling(args, log) -> dict:

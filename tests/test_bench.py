@@ -57,3 +57,20 @@ def test_compare_without_perceiver_pytorch_is_skipped_in_tiny_mode(tmp_path, mon
     monkeypatch.setattr(bench, "have_theirs", lambda: False)
     res = bench.main(["--tiny", "--quiet", "--sections", "speed", "--no-memory", "--compare", "perceiver-pytorch"])
     assert set(res["configs"]["tiny"]["variants"]) == {"ours"}
+
+
+def test_count_flops_of_a_matmul():
+    from benchmarks.timing import count_flops
+    a, b = torch.randn(64, 32), torch.randn(32, 16)
+    assert count_flops(lambda: torch.mm(a, b)) == 2 * 64 * 32 * 16
+
+
+def test_timed_rounds_alternate_the_order_and_summarise_each_function():
+    from benchmarks.timing import timed_rounds
+    calls = []
+    fns = {k: (lambda k=k: calls.append(k)) for k in ("a", "b", "c")}
+    times = timed_rounds(fns, warmup=1, iters=3, device=torch.device("cpu"))
+    assert calls == list("abc") + list("abc") + list("cba") + list("abc")  # warm-up, then rounds 1-3
+    for k in fns:
+        t = times[k]
+        assert t["n"] == 3 and len(t["all_s"]) == 3 and t["min_s"] <= t["median_s"] <= t["max_s"]
