@@ -12,8 +12,10 @@ overlaid (permuted-pixel runs mapped back onto the picture) or a rotatable point
 self-attention matrix with the selected latent's row outlined.
 
 Size: each attention row is stored as uint8 scaled by its own peak (error at most 1/510 of the peak, below what a
-colormap shows) and base64-encoded. The page keeps at most ``max_epochs`` saved epochs (evenly spaced, first and
-last included) and the first ``max_samples`` probe samples, and a warning says when it still exceeds `BUDGET_MB`.
+colormap shows) and base64-encoded. The page stays under `BUDGET_MB` by default: it keeps up to
+`DEFAULT_MAX_EPOCHS` saved epochs (evenly spaced, first and last included) and the first `DEFAULT_MAX_SAMPLES`
+probe samples, fewer when they would not fit (epochs go first, down to two, then samples), and says so.
+``max_epochs`` / ``max_samples`` set the caps explicitly; a warning says when the page then exceeds the budget.
 
 The page state is ``window.explorer`` (documented at the top of ``explorer.js``): the selectors, and ``current``,
 the map on screen, which the browser test reads back.
@@ -40,14 +42,15 @@ FILENAME = "explorer.html"
 BUDGET_MB = 10.0
 DEFAULT_MAX_EPOCHS = 20
 DEFAULT_MAX_SAMPLES = 8
+PAGE_MB = 0.1  # the page without the maps and inputs: script, style, curves, colormaps
 MAX_STEP_POINTS = 2000  # learning-rate curve: steps.jsonl thinned to this many points
 STATIC = Path(__file__).with_name("explorer_static")
 
 
 @dataclass
 class ExplorerOptions:
-    max_epochs: int = DEFAULT_MAX_EPOCHS
-    max_samples: int = DEFAULT_MAX_SAMPLES
+    max_epochs: int | None = None  # None: up to DEFAULT_MAX_EPOCHS, fewer if the page would exceed BUDGET_MB
+    max_samples: int | None = None  # None: up to DEFAULT_MAX_SAMPLES, likewise
     cmap: str = "viridis"
     alpha: float = 0.6
     title: str | None = None
@@ -55,14 +58,16 @@ class ExplorerOptions:
 
 def add_arguments(parser) -> None:
     """The explorer's size caps, shared by the two scripts that write it."""
-    parser.add_argument("--max_epochs", type=int, default=DEFAULT_MAX_EPOCHS,
-                        help="explorer: at most this many saved epochs, evenly spaced (default: %(default)s)")
-    parser.add_argument("--max_samples", type=int, default=DEFAULT_MAX_SAMPLES,
-                        help="explorer: at most this many probe samples (default: %(default)s)")
+    parser.add_argument("--max_epochs", type=int, default=None,
+                        help=f"explorer: at most this many saved epochs, evenly spaced (default: up to "
+                             f"{DEFAULT_MAX_EPOCHS}, as many as fit in {BUDGET_MB:g} MB)")
+    parser.add_argument("--max_samples", type=int, default=None,
+                        help=f"explorer: at most this many probe samples (default: up to {DEFAULT_MAX_SAMPLES}, "
+                             f"as many as fit in {BUDGET_MB:g} MB)")
 
 
 def check_arguments(parser, args) -> None:
-    if args.max_epochs < 1 or args.max_samples < 1:
+    if (args.max_epochs is not None and args.max_epochs < 1) or (args.max_samples is not None and args.max_samples < 1):
         parser.error("--max_epochs and --max_samples must be at least 1")
 
 
@@ -172,11 +177,28 @@ def _self_block(snap: AttentionSnapshot, samples: int) -> list | None:
 
 
 def estimate_mb(snap: AttentionSnapshot, epochs: int, samples: int) -> float:
-    """Size of the attention data of ``epochs`` snapshots like ``snap`` with ``samples`` samples, base64, in MB."""
-    per_sample = snap.cross[:, :1].size * (1 + 4 / snap.cross.shape[-1])
+    """Size in MB of a page holding ``epochs`` snapshots like ``snap`` with ``samples`` samples: the maps (uint8
+    and a float32 peak per row) and the inputs, base64, plus `PAGE_MB` for the script, curves and colormaps."""
+    maps = snap.cross[:, :1].size * (1 + 4 / snap.cross.shape[-1])
     if snap.self_ is not None:
-        per_sample += snap.self_[:, :, :1].size * (1 + 4 / snap.self_.shape[-1])
-    return per_sample * samples * epochs * 4 / 3 / 1e6
+        maps += snap.self_[:, :, :1].size * (1 + 4 / snap.self_.shape[-1])
+    inputs = snap.inputs[0].size * (1 if snap.kind == "image" else 4)
+    return (maps * epochs + inputs) * samples * 4 / 3 / 1e6 + PAGE_MB
+
+
+def choose_caps(snap: AttentionSnapshot, saved: int, opts: ExplorerOptions) -> tuple[int, int]:
+    """(epochs, samples) to keep: the explicit caps, or the defaults reduced to fit `BUDGET_MB` (epochs first,
+    down to two, then samples)."""
+    probes = len(snap.labels)
+    epochs = min(saved, opts.max_epochs or DEFAULT_MAX_EPOCHS)
+    samples = min(probes, opts.max_samples or DEFAULT_MAX_SAMPLES)
+    if opts.max_epochs is None:
+        while epochs > 2 and estimate_mb(snap, epochs, samples) > BUDGET_MB:
+            epochs -= 1
+    if opts.max_samples is None:
+        while samples > 1 and estimate_mb(snap, epochs, samples) > BUDGET_MB:
+            samples -= 1
+    return epochs, samples
 
 
 def attention_payload(run: RunDir, opts: ExplorerOptions) -> dict | None:
@@ -186,24 +208,33 @@ def attention_payload(run: RunDir, opts: ExplorerOptions) -> dict | None:
     saved = run.attention_epochs()
     if not saved:
         return None
-    epochs = pick_evenly(saved, opts.max_epochs) if opts.max_epochs > 1 else saved[-1:]
-    if len(epochs) < len(saved):
-        reports.info(f"{run.path}: explorer keeps {len(epochs)} of {len(saved)} saved epochs (--max_epochs "
-                     f"{opts.max_epochs}): {', '.join(map(str, epochs))}")
+    last = None
+    for e in reversed(saved):  # the newest readable file sets the shapes
+        try:
+            last = run.load_attention(e)
+            break
+        except RunDirError as err:  # a damaged file: the others still make a page
+            reports.warn(str(err))
+            saved = [s for s in saved if s != e]
+    if last is None:
+        raise RunDirError(f"{run.attention_dir}: no attention file could be read")
+    n_epochs, samples = choose_caps(last, len(saved), opts)
+    epochs = pick_evenly(saved, n_epochs) if n_epochs > 1 else saved[-1:]
+    probes = len(last.labels)
+    if len(epochs) < len(saved) or samples < min(probes, DEFAULT_MAX_SAMPLES):
+        reports.info(f"{run.path}: the explorer keeps {len(epochs)} of {len(saved)} saved epochs "
+                     f"({', '.join(map(str, epochs))}) and {samples} of {probes} probe samples (--max_epochs and "
+                     f"--max_samples choose; by default the page fits in {BUDGET_MB:g} MB)")
+    mb = estimate_mb(last, len(epochs), samples)
+    if mb > BUDGET_MB:
+        reports.warn(f"{run.path}: the explorer will be about {mb:.0f} MB, over the {BUDGET_MB:g} MB budget; "
+                     f"lower --max_epochs ({len(epochs)}) or --max_samples ({samples}) for a lighter page")
     snaps = []
     for e in epochs:
         try:
-            snaps.append(run.load_attention(e))
-        except RunDirError as err:  # a damaged file: the others still make a page
+            snaps.append(last if e == last.epoch else run.load_attention(e))
+        except RunDirError as err:
             reports.warn(str(err))
-    if not snaps:
-        raise RunDirError(f"{run.attention_dir}: no attention file could be read")
-    last = snaps[-1]
-    samples = min(len(last.labels), opts.max_samples)
-    mb = estimate_mb(last, len(snaps), samples)
-    if mb > BUDGET_MB:
-        reports.warn(f"{run.path}: the explorer's attention data is about {mb:.0f} MB, over the {BUDGET_MB:g} MB "
-                     f"budget; lower --max_epochs ({len(snaps)}) or --max_samples ({samples}) for a lighter page")
     if last.kind == "image":
         images = np.asarray(last.inputs[:samples])
         images = np.repeat(images, 3, -1) if images.ndim == 4 and images.shape[-1] == 1 else images[..., :3]
@@ -212,7 +243,8 @@ def attention_payload(run: RunDir, opts: ExplorerOptions) -> dict | None:
         inputs = [b64(np.asarray(p, dtype=np.float32)[:, :3], "<f4") for p in last.inputs[:samples]]  # (N, 3)
     per_epoch = []
     for snap in snaps:
-        if snap.cross.shape[1:] != (len(snap.labels), *last.cross.shape[2:]) or snap.kind != last.kind:
+        if (snap.kind != last.kind or snap.cross.shape[0] != last.cross.shape[0]
+                or snap.cross.shape[2:] != last.cross.shape[2:] or snap.cross.shape[1] < samples):
             reports.warn(f"{run.attention_path(snap.epoch)}: maps shaped {snap.cross.shape}, unlike the last "
                          f"epoch's {last.cross.shape}; left out of the explorer")
             continue
@@ -224,6 +256,8 @@ def attention_payload(run: RunDir, opts: ExplorerOptions) -> dict | None:
             "probs": [float(probs[i, p]) if probs.ndim == 2 else float(probs[i]) for i, p in enumerate(preds)],
             "cross": cross, "auto": auto, "self": _self_block(snap, samples),
         })
+    if not per_epoch:
+        raise RunDirError(f"{run.attention_dir}: no attention file could be read")
     shape = last.cross.shape  # (stages, S, heads, M, N)
     self_shape = None if last.self_ is None or last.self_.size == 0 else last.self_.shape
     return {

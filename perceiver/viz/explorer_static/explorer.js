@@ -10,6 +10,8 @@
                mean), rule, values (Float32Array: one weight per input position, in input order), vmax, argmax
      hover     the last hover read-out: {index, weight, rank, where} of an image pixel or a point, or null
      set(changes)  change selectors as the controls do, then redraw
+
+   The address keeps the view: explorer.html#sample=2&latent=5&epoch=0 opens on it (any state key above).
 */
 "use strict";
 (function () {
@@ -82,6 +84,24 @@
     Object.assign(state, changes);
     syncControls();
     render();
+    try { // the view in the address (#sample=2&latent=5&epoch=0...), so a link or a bookmark reopens it
+      history.replaceState(null, "", "#" + Object.entries(state).map(([k, v]) => `${k}=${v}`).join("&"));
+    } catch (err) { /* some browsers refuse history changes on file:// pages: the view still works */ }
+  }
+
+  function stateFromAddress() { // unknown keys and out-of-range values are ignored
+    const limits = att ? { sample: att.samples.length, stage: cs.stages, epoch: att.epochs.length,
+      head: cs.heads, latent: cs.latents, block: ss ? ss.blocks : 0, selfHead: ss ? ss.heads : 0 } : {};
+    for (const pair of location.hash.slice(1).split("&")) {
+      const [k, raw] = pair.split("=").map(decodeURIComponent);
+      if (!(k in state) || raw === undefined) continue;
+      const v = parse(raw);
+      if (typeof state[k] === "boolean") state[k] = raw === "true";
+      else if (k === "cmap") { if (raw in luts) state.cmap = raw; }
+      else if (k === "alpha") { if (Number(raw) >= 0 && Number(raw) <= 1) state.alpha = Number(raw); }
+      else if (typeof v === "number") { if (k in limits && v < limits[k]) state[k] = v; }
+      else if ({ head: ["mean"], selfHead: ["mean"], latent: ["auto", "auto-last", "mean"] }[k]?.includes(v)) state[k] = v;
+    }
   }
 
   function resolveLatent(e) {
@@ -596,6 +616,7 @@
     if (ss) selfEvents(); else { $("self-canvas").parentElement.hidden = true; $("no-self").hidden = false; }
     $("attention-note").textContent = att.kind === "image" ? "hover a pixel for its weight and rank" : "hover a point for its weight and rank";
     buildControls();
+    stateFromAddress();
     syncControls();
     render();
     window.addEventListener("resize", render);
