@@ -137,7 +137,6 @@ def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error("--interval and --timeout must be positive")
     if args.dpi < 20 or args.demo_epochs < 1:
         parser.error("--dpi must be at least 20 and --demo_epochs at least 1")
-    explorer.check_arguments(parser, args)
 
 
 def cli(argv=None) -> int:

@@ -114,13 +114,8 @@ def main(args: argparse.Namespace) -> int:
         runs, lambda run: reports.render_attention(run, reports.output_dir(run, args.output_dir, several), opts))
 
 
-def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    viz_cli.check_alpha_dpi(parser, args)
-    explorer.check_arguments(parser, args)
-
-
 def cli(argv=None) -> int:
-    return viz_cli.run(build_parser(), main, argv, check)
+    return viz_cli.run(build_parser(), main, argv)
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def test_scripts_write_the_explorer_and_check_the_caps(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             script.cli(["--logs_dir", str(run.path), "--max_samples", "0"])
         assert e.value.code == 2
-        assert "--max_samples must be at least 1" in capsys.readouterr().err
+        assert "--max_samples: must be at least 1" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------- real runs, browser

@@ -22,6 +22,7 @@ the map on screen, which the browser test reads back.
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import math
@@ -58,17 +59,24 @@ class ExplorerOptions:
 
 def add_arguments(parser) -> None:
     """The explorer's size caps, shared by the two scripts that write it."""
-    parser.add_argument("--max_epochs", type=int, default=None,
-                        help=f"explorer: at most this many saved epochs, evenly spaced (default: up to "
+    parser.add_argument("--max_epochs", type=_cap, default="auto",
+                        help=f"explorer: at most this many saved epochs, evenly spaced (default: %(default)s = up to "
                              f"{DEFAULT_MAX_EPOCHS}, as many as fit in {BUDGET_MB:g} MB)")
-    parser.add_argument("--max_samples", type=int, default=None,
-                        help=f"explorer: at most this many probe samples (default: up to {DEFAULT_MAX_SAMPLES}, "
-                             f"as many as fit in {BUDGET_MB:g} MB)")
+    parser.add_argument("--max_samples", type=_cap, default="auto",
+                        help=f"explorer: at most this many probe samples (default: %(default)s = up to "
+                             f"{DEFAULT_MAX_SAMPLES}, as many as fit in {BUDGET_MB:g} MB)")
 
 
-def check_arguments(parser, args) -> None:
-    if (args.max_epochs is not None and args.max_epochs < 1) or (args.max_samples is not None and args.max_samples < 1):
-        parser.error("--max_epochs and --max_samples must be at least 1")
+def _cap(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (or 'auto'), got {value}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------- encoding
