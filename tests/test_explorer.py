@@ -348,3 +348,26 @@ def test_the_address_reopens_a_view(browser, real_runs):
     view = select_view(run.load_attention(run.attention_epochs()[0]), sample=1, latent="mean")
     np.testing.assert_allclose(mean["values"], view.row, atol=0.01 * view.row.max())
     assert console_errors(browser) == []
+
+
+def test_colour_controls_and_a_click_on_the_curves(browser, real_runs):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    run = real_runs["image"]
+    open_page(browser, run)
+    canvas = browser.find_element("id", "input-canvas")
+    before = canvas.screenshot_as_png
+    choose(browser, "sel-cmap", "seismic")
+    assert canvas.screenshot_as_png != before
+
+    single = current(browser)
+    browser.find_element("id", "sel-shared").click()  # one colour scale: the peak over every shown epoch
+    shared = current(browser)
+    peaks = [select_view(run.load_attention(e), latent="auto").row.max() for e in run.attention_epochs()]
+    assert shared["vmax"] == pytest.approx(max(peaks), rel=0.01)
+    assert shared["vmax"] >= single["vmax"] and shared["values"] == single["values"]
+
+    chart = browser.find_element("id", "chart-acc")  # a click at the left edge: the first epoch with maps
+    ActionChains(browser).move_to_element_with_offset(chart, -chart.size["width"] // 2 + 50, 0).click().perform()
+    assert current(browser)["epoch"] == run.attention_epochs()[0]
+    assert console_errors(browser) == []
