@@ -89,6 +89,7 @@
     } catch (err) { /* some browsers refuse history changes on file:// pages: the view still works */ }
   }
 
+  const WORDS = { head: ["mean"], selfHead: ["mean"], latent: ["auto", "auto-last", "mean"] }; // non-index values
   function stateFromAddress() { // unknown keys and out-of-range values are ignored
     const limits = att ? { sample: att.samples.length, stage: cs.stages, epoch: att.epochs.length,
       head: cs.heads, latent: cs.latents, block: ss ? ss.blocks : 0, selfHead: ss ? ss.heads : 0 } : {};
@@ -100,7 +101,7 @@
       else if (k === "cmap") { if (raw in luts) state.cmap = raw; }
       else if (k === "alpha") { if (Number(raw) >= 0 && Number(raw) <= 1) state.alpha = Number(raw); }
       else if (typeof v === "number") { if (k in limits && v < limits[k]) state[k] = v; }
-      else if ({ head: ["mean"], selfHead: ["mean"], latent: ["auto", "auto-last", "mean"] }[k]?.includes(v)) state[k] = v;
+      else if ((WORDS[k] || []).includes(v)) state[k] = v;
     }
   }
 
@@ -108,7 +109,8 @@
     const hi = state.head === "mean" ? cs.heads : state.head;
     if (state.latent === "auto") return [att.epochs[e].auto[state.stage][state.sample][hi], "most concentrated"];
     if (state.latent === "auto-last") {
-      return [att.epochs[att.epochs.length - 1].auto[state.stage][state.sample][hi], "most concentrated at the last epoch"];
+      const last = att.epochs[att.epochs.length - 1];
+      return [last.auto[state.stage][state.sample][hi], "most concentrated at the last epoch"];
     }
     if (state.latent === "mean") return [null, "mean of latents"];
     return [state.latent, "chosen"];
@@ -262,7 +264,8 @@
     const v = explorer.current.values;
     const weight = v[index], rank = rankOf(v, weight);
     explorer.hover = { index, weight, rank, where };
-    $("input-readout").textContent = `${where}: weight ${fmt(weight, 5)} (${(weight * v.length).toFixed(2)}× uniform), `
+    const uniform = (weight * v.length).toFixed(2);
+    $("input-readout").textContent = `${where}: weight ${fmt(weight, 5)} (${uniform}× uniform), `
       + `rank ${rank} of ${v.length}`;
   }
 
@@ -309,7 +312,13 @@
     projected = items;
     if (explorer.hover) {
       const p = items.find((it) => it[3] === explorer.hover.index);
-      if (p) { ctx.strokeStyle = "#000"; ctx.lineWidth = 1.5; ctx.beginPath(); ctx.arc(p[0], p[1], size * 2.2, 0, 2 * Math.PI); ctx.stroke(); }
+      if (p) {
+        ctx.strokeStyle = "#000";
+        ctx.lineWidth = 1.5;
+        ctx.beginPath();
+        ctx.arc(p[0], p[1], size * 2.2, 0, 2 * Math.PI);
+        ctx.stroke();
+      }
     }
     const ox = w - 34, oy = h - 34; // axis triad, turned like the cloud
     ctx.font = "11px sans-serif";
@@ -468,9 +477,14 @@
           pen = true;
         });
         ctx.stroke();
-        if (spec.x.length <= 40) s.y.forEach((v, i) => {
-          if (v !== null && isFinite(v) && (!spec.log || v > 0)) { ctx.beginPath(); ctx.arc(X(spec.x[i]), Y(v), 2, 0, 7); ctx.fill(); }
-        });
+        if (spec.x.length <= 40) { // dots on the epochs when there are few
+          s.y.forEach((v, i) => {
+            if (v === null || !isFinite(v) || (spec.log && v <= 0)) return;
+            ctx.beginPath();
+            ctx.arc(X(spec.x[i]), Y(v), 2, 0, 2 * Math.PI);
+            ctx.fill();
+          });
+        }
       }
       let lx = M.l; // legend, under the title
       const ly = 27;
@@ -486,7 +500,8 @@
     };
     const nearest = (ev) => {
       let best = 0;
-      spec.x.forEach((x, i) => { if (Math.abs(chart.X(x) - ev.offsetX) < Math.abs(chart.X(spec.x[best]) - ev.offsetX)) best = i; });
+      const gap = (i) => Math.abs(chart.X(spec.x[i]) - ev.offsetX);
+      spec.x.forEach((_, i) => { if (gap(i) < gap(best)) best = i; });
       return best;
     };
     canvas.addEventListener("mousemove", (ev) => {
@@ -528,18 +543,21 @@
     const epochTip = (i) => `epoch ${cv.epochs[i]}` + (saved.includes(cv.epochs[i]) ? " (maps saved)" : "");
     const acc = pick([["train_acc", "train", C.train], ["test_acc", "test", C.test], ["val_acc", "val", C.val],
       ["test_acc_top5", "test top-5", C.top5]]);
-    if (acc.length) charts.push(lineChart($("chart-acc"), { title: "Accuracy", x: cv.epochs, series: acc, xName: "epoch",
-      tick: (v) => `${Math.round(v * 100)}%`, value: pct, xLabel: epochTip, onClick: toSaved, marker: null, isEpoch: true }));
+    if (acc.length) {
+      charts.push(lineChart($("chart-acc"), { title: "Accuracy", x: cv.epochs, series: acc, xName: "epoch",
+        tick: (v) => `${Math.round(v * 100)}%`, value: pct, xLabel: epochTip, onClick: toSaved, isEpoch: true }));
+    }
     const loss = pick([["train_loss", "train", C.train], ["test_loss", "test", C.test], ["val_loss", "val", C.val]]);
     if (loss.length) charts.push(lineChart($("chart-loss"), { title: "Loss" + (cv.log_loss ? " (log scale)" : ""),
       x: cv.epochs, series: loss, log: cv.log_loss, xName: "epoch", tick: (v) => fmt(v, 2), value: (v) => fmt(v, 4),
-      xLabel: epochTip, onClick: toSaved, marker: null, isEpoch: true }));
+      xLabel: epochTip, onClick: toSaved, isEpoch: true }));
     if (cv.steps) {
       charts.push(lineChart($("chart-lr"), { title: "Learning rate (per step)", x: cv.steps.step,
         series: [{ label: "lr", color: C.accent, y: cv.steps.lr }], xName: "optimizer step", tick: expTick,
         value: (v) => fmt(v, 3), xLabel: (i) => `step ${cv.steps.step[i]} (epoch ${cv.steps.epoch[i]})` }));
     } else if ("lr" in sr) {
-      charts.push(lineChart($("chart-lr"), { title: "Learning rate", x: cv.epochs, series: [{ label: "lr", color: C.accent, y: sr.lr }],
+      charts.push(lineChart($("chart-lr"), { title: "Learning rate", x: cv.epochs,
+        series: [{ label: "lr", color: C.accent, y: sr.lr }],
         xName: "epoch", tick: expTick, value: (v) => fmt(v, 3), xLabel: epochTip, isEpoch: true }));
     }
     for (const id of ["chart-acc", "chart-loss", "chart-lr"]) {
@@ -559,7 +577,8 @@
     computeCurrent();
     const c = explorer.current, ep = att.epochs[state.epoch], names = att.class_names;
     const head = state.head === "mean" ? "mean of heads" : `head ${state.head}`;
-    const who = c.latent === null ? "mean of latents" : `latent ${c.latent}` + (c.rule === "chosen" ? "" : ` (${c.rule})`);
+    const rule = c.rule === "chosen" ? "" : ` (${c.rule})`;
+    const who = c.latent === null ? "mean of latents" : `latent ${c.latent}${rule}`;
     $("input-title").textContent = `Cross-attention, stage ${state.stage}, ${head}, ${who}, epoch ${c.epoch}`;
     const s = att.samples[state.sample], pred = ep.preds[state.sample];
     $("sample-caption").textContent = `probe #${s.index} · true: ${names[s.label] ?? s.label} · predicted: `
@@ -580,9 +599,11 @@
     $("title").textContent = data.title;
     const parts = [];
     if (att) {
-      parts.push(att.kind === "image" ? `image run, ${att.image_shape.join("×")}` : `point-cloud run, ${cs.positions} points`);
+      parts.push(att.kind === "image" ? `image run, ${att.image_shape.join("×")}`
+        : `point-cloud run, ${cs.positions} points`);
       if (att.permuted) parts.push("pixels permuted for the model; maps shown in image order");
-      parts.push(`${cs.latents} latents × ${cs.positions} input positions, ${cs.stages} cross-attention stage(s), ${cs.heads} head(s)`);
+      parts.push(`${cs.latents} latents × ${cs.positions} input positions, `
+        + `${cs.stages} cross-attention stage(s), ${cs.heads} head(s)`);
     }
     $("subtitle").textContent = parts.join(" · ");
     const table = $("summary");
@@ -593,7 +614,8 @@
     }
     $("footer").textContent = "Written by perceiver/viz/explorer.py; works offline. " + (att
       ? `Maps of ${att.epochs.length} of ${att.saved_epochs.length} saved epochs and ${att.samples.length} of `
-        + `${att.probe_count} probe samples, stored as 8-bit values scaled per row (error under 0.2 % of each row's peak).`
+        + `${att.probe_count} probe samples, stored as 8-bit values scaled per row `
+        + "(error under 0.2 % of each row's peak)."
       : "");
   }
 
@@ -614,7 +636,7 @@
       cloudEvents();
     }
     if (ss) selfEvents(); else { $("self-canvas").parentElement.hidden = true; $("no-self").hidden = false; }
-    $("attention-note").textContent = att.kind === "image" ? "hover a pixel for its weight and rank" : "hover a point for its weight and rank";
+    $("attention-note").textContent = `hover a ${att.kind === "image" ? "pixel" : "point"} for its weight and rank`;
     buildControls();
     stateFromAddress();
     syncControls();
