@@ -16,6 +16,11 @@ it writes to ``<run>/plots/demo/`` (or --output_dir), each figure as PNG, SVG an
     python demo_visualizations.py --logs_dir logs/my_experiment --compare_epochs 10 50 --formats png
     python demo_visualizations.py --logs_dir logs/my_experiment --watch --interval 30   # follow a live run
     python demo_visualizations.py --watch                      # train the demo run in the background, live
+    python demo_visualizations.py --logs_dir logs/my_experiment --interactive   # <run>/plots/explorer.html
+
+--interactive writes the attention explorer instead of the figures: one self-contained HTML page per run
+(``<run>/plots/explorer.html``, or in --output_dir) that opens offline in any browser; --max_epochs and
+--max_samples cap its size (see perceiver/viz/explorer.py).
 
 --watch follows a run still training: it re-renders as each epoch lands in metrics.jsonl and stops when
 status.json says the run is no longer running (or after --timeout seconds).
@@ -35,7 +40,7 @@ matplotlib.use("Agg")
 from perceiver.errors import PerceiverError  # noqa: E402
 from perceiver.rundir import RunDir  # noqa: E402
 from perceiver.viz import cli as viz_cli  # noqa: E402
-from perceiver.viz import demo, reports  # noqa: E402
+from perceiver.viz import demo, explorer, reports  # noqa: E402
 from perceiver.viz.style import COLORMAPS  # noqa: E402
 
 
@@ -61,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="follow a run while it trains: re-render at each new epoch, stop when it finishes")
     p.add_argument("--interval", type=float, default=10.0, help="--watch: seconds between polls of status.json")
     p.add_argument("--timeout", type=float, default=3600.0, help="--watch: give up after this many seconds")
+    p.add_argument("--interactive", action="store_true",
+                   help="write the interactive attention explorer <run>/plots/explorer.html instead of the figures")
+    explorer.add_arguments(p)
     return p
 
 
@@ -87,7 +95,15 @@ def main(args: argparse.Namespace) -> int:
 
     def out(run):
         return Path(args.output_dir) / run.name if (args.output_dir and several) else (
-            Path(args.output_dir) if args.output_dir else run.plots_dir / "demo")
+            Path(args.output_dir) if args.output_dir else run.plots_dir / ("" if args.interactive else "demo"))
+
+    xopts = explorer.ExplorerOptions(max_epochs=args.max_epochs, max_samples=args.max_samples,
+                                     cmap=args.colormap, alpha=args.alpha)
+
+    def draw(run):
+        if args.interactive:
+            return explorer.write_explorer(run, out(run), xopts)
+        return demo.render_demo(run, out(run), opts, only_new=args.watch)
 
     if args.watch:
         if several:
@@ -96,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
         drawn = []
 
         def render():
-            paths = demo.render_demo(run, out(run), opts, only_new=True)
+            paths = draw(run)
             drawn.extend(paths)
             return paths
 
@@ -111,7 +127,7 @@ def main(args: argparse.Namespace) -> int:
             raise PerceiverError(f"{run.path}: nothing drawn while watching (no epoch finished)")
         return 0
 
-    return viz_cli.draw_runs(runs, lambda run: demo.render_demo(run, out(run), opts))
+    return viz_cli.draw_runs(runs, draw)
 
 
 def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

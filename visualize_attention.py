@@ -18,6 +18,10 @@ stage 0, sample 0 add a tag to the file names (``_stage1``, ``_self``, ``_sample
     python visualize_attention.py --colormap viridis --alpha 0.7 --create_evolution --logs_dir logs/my_experiment
     python visualize_attention.py --logs_dir logs/my_experiment --epoch 10 --sample 2 --latent 5 --head 0
     python visualize_attention.py --logs_dir logs/my_experiment --attention self --stage all
+    python visualize_attention.py --logs_dir logs/my_experiment --html   # <run>/plots/explorer.html
+
+--html writes the interactive attention explorer instead of the figures: one self-contained HTML page per run that
+opens offline in any browser, every selector above live in the page; --max_epochs and --max_samples cap its size.
 
 Exit codes: 0 when at least one figure was drawn; 1 with one ``error: ...`` line when none could be; 2 for bad
 flags.
@@ -32,7 +36,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 from perceiver.viz import cli as viz_cli  # noqa: E402
-from perceiver.viz import reports  # noqa: E402
+from perceiver.viz import explorer, reports  # noqa: E402
 from perceiver.viz.style import COLORMAPS  # noqa: E402
 
 
@@ -84,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latent index, 'auto' (most concentrated latent) or 'mean' (average of latents)")
     p.add_argument("--dpi", type=int, default=150, help="resolution of the PNG")
     p.add_argument("--formats", nargs="+", default=["png"], choices=["png", "svg", "pdf"], help="file formats")
+    p.add_argument("--html", action="store_true",
+                   help="write the interactive attention explorer (explorer.html) instead of the figures")
+    explorer.add_arguments(p)
     return p
 
 
@@ -97,6 +104,11 @@ def options(args: argparse.Namespace) -> reports.AttentionOptions:
 def main(args: argparse.Namespace) -> int:
     runs = reports.resolve_runs(args.logs_dir)
     several = len(runs) > 1
+    if args.html:
+        xopts = explorer.ExplorerOptions(max_epochs=args.max_epochs, max_samples=args.max_samples,
+                                         cmap=args.colormap, alpha=args.alpha)
+        return viz_cli.draw_runs(
+            runs, lambda run: explorer.write_explorer(run, reports.output_dir(run, args.output_dir, several), xopts))
     opts = options(args)
     return viz_cli.draw_runs(
         runs, lambda run: reports.render_attention(run, reports.output_dir(run, args.output_dir, several), opts))

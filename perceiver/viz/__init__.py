@@ -5,5 +5,6 @@ engine. Pure computations (`training_metrics`, `attention_stats`, `selection`) u
 without matplotlib; the figure modules (`dashboard`, `attention_image`, `attention_points`, `attention_matrix`,
 `evolution`, `comparison`) draw with matplotlib and seaborn; `reports` ties them to run directories for the
 command-line scripts (`visualize_results.py`, `visualize_attention.py`, `demo_visualizations.py`), whose shared
-flag checks, run loop and exit codes live in `cli`.
+flag checks, run loop and exit codes live in `cli`. `explorer` writes the interactive page instead: one offline HTML
+file per run, its script and style in ``explorer_static/``.
 """
