@@ -13,8 +13,8 @@ Mixed precision (`setup_amp`): bfloat16 autocast on CUDA when supported, else fl
 bfloat16 autocast (correct but usually slower than float32 there; the trainer warns).
 
 Compilation (``compile=True``): the model is compiled as one graph (``torch.compile(model, fullgraph=True)``; its
-backward is compiled with it) and the update (clipping, the optimizer step and the EMA) as a second function,
-with the learning rate held in a device tensor so a new rate never recompiles.
+backward is compiled with it) and, with LAMB, the update (clipping, the optimizer step and the EMA) as a second
+function, with the learning rate held in a device tensor so a new rate never recompiles.
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .optim import Lamb
 
 
 @dataclass
@@ -79,7 +81,9 @@ class TrainStep:
         self._update = self._update_eager
         if compile:
             self.forward = torch.compile(model, fullgraph=True)
-            if amp.scaler is None:  # the scaler's overflow check runs on the host anyway
+            # LAMB's update compiles with the rate in a tensor; torch's AdamW is already one fused kernel on CUDA
+            # (and refuses a tensor rate in its foreach form); the GradScaler checks overflow on the host anyway
+            if isinstance(optimizer, Lamb) and amp.scaler is None:
                 device = self.params[0].device
                 for group in optimizer.param_groups:
                     group["lr"] = torch.tensor(float(group["lr"]), device=device)
