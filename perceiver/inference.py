@@ -8,10 +8,10 @@ run's test set was served, so a test image saved as a PNG gets the logits evalua
 
     from perceiver import load_model, prepare_input
     loaded = load_model("logs/quickstart")
-    x, pos = prepare_input("cat.png", loaded.facts)          # (1, H*W, 3) tokens, (H*W, 2) positions
+    x, pos = prepare_input("my_image.png", loaded.facts)          # (1, H*W, 3) tokens, (H*W, 2) positions
     probs = loaded.model(x, pos).softmax(-1)                  # (1, num_classes)
     print(loaded.facts.class_names[int(probs.argmax())])
-    print(loaded.classify("cat.png", k=3))                    # [('cat', 0.91), ('dog', 0.05), ...]
+    print(loaded.classify("my_image.png", k=3))                    # [(class name, probability), ...]
 
 Inputs (`prepare_input`):
 
