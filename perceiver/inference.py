@@ -26,9 +26,9 @@ Inputs (`prepare_input`):
   any number of points). The cloud is centred and scaled into the unit sphere; the positions are its points.
 
 Where the facts come from: the run's ``config.json`` (written when training starts). A checkpoint file away from
-its run directory carries only the training arguments; the facts are rebuilt from them (built-in datasets are
-regenerated from their seed; CIFAR-10 and ModelNet40 class names are read from ``--data_dir`` when the files are
-there).
+its run directory (or a run without its config.json) carries only the training arguments; the facts are rebuilt
+from them (built-in datasets are regenerated from their seed; CIFAR-10 and ModelNet40 class names are read from
+``--data_dir`` when the files are there).
 """
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ def locate_checkpoint(path: str | os.PathLike) -> tuple[Path, RunDir | None]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such run directory or checkpoint file")
     run = RunDir(path.parent.parent) if path.parent.name == "checkpoints" else None
-    return path, run if run is not None and run.config_path.is_file() else None
+    return path, run if run is not None and run.holds_run() else None
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> LoadedModel:
@@ -154,7 +154,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     load_model_weights(checkpoint, model, state)
     model.to(device).eval()
     args = dict(state["args"])
-    if run is not None:
+    if run is not None and run.config_path.is_file():
         try:
             run_config = run.read_config()
             facts = InputFacts.from_dataset(run_config["dataset"], run_config.get("args", args).get(

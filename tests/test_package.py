@@ -77,6 +77,11 @@ def test_load_model_from_run_directory_and_checkpoint_file(runs, tmp_path):
     moved = load_model(alone)
     assert moved.run_dir is None and moved.facts.class_names == f.class_names
     assert moved.facts.mean == pytest.approx(f.mean, abs=1e-12) and moved.facts.image_shape == f.image_shape
+    # a run directory that lost its config.json: the same, from the checkpoint's arguments
+    bare = tmp_path / "bare"
+    shutil.copytree(run / "checkpoints", bare / "checkpoints")
+    no_config = load_model(bare)
+    assert no_config.run_dir == bare and no_config.facts.class_names == f.class_names
 
 
 def test_permuted_run_facts_carry_the_permutation(runs, tmp_path):
@@ -196,3 +201,33 @@ def test_wheel_holds_the_package_and_imports_outside_the_repository(tmp_path):
     res = subprocess.run([sys.executable, "-m", "perceiver.predict", "--help"], capture_output=True, text=True,
                          cwd=outside, timeout=300, env={**env, "PYTHONPATH": str(site)})
     assert res.returncode == 0 and "--run_dir RUN" in res.stdout
+
+
+def test_facts_of_a_checkpoint_without_its_run_directory(tmp_path):
+    """CIFAR-10 and ModelNet40 checkpoints away from their run: the facts come from the stored arguments, class names
+    from --data_dir when the dataset is there, else the official CIFAR-10 names / numbered ModelNet40 classes."""
+    import pickle
+
+    from perceiver.data import cifar10
+    from perceiver.inference import facts_from_args
+
+    image = PerceiverConfig(num_classes=10)
+    args = {"dataset": "cifar10", "data_dir": str(tmp_path / "none"), "permute_pixels": True,
+            "permute_pixels_seed": 5}
+    facts = facts_from_args(args, image)
+    assert facts.class_names == list(cifar10.CLASS_NAMES) and facts.image_shape == (32, 32, 3)
+    assert facts.mean == cifar10.MEAN and facts.std == cifar10.STD
+    assert torch.equal(facts.permutation, torch.randperm(1024, generator=torch.Generator().manual_seed(5)))
+    meta = tmp_path / "data" / cifar10.FOLDER / cifar10.META_FILE
+    meta.parent.mkdir(parents=True)
+    meta.write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
+    facts = facts_from_args({**args, "data_dir": str(tmp_path / "data"), "permute_pixels": False}, image)
+    assert facts.class_names == [f"c{i}" for i in range(10)] and facts.permutation is None
+
+    cloud = PerceiverConfig(num_classes=3, pos_dim=3)
+    args = {"dataset": "modelnet40", "data_dir": str(tmp_path / "none"), "modelnet40_num_points": 512}
+    with pytest.warns(UserWarning, match="classes are shown by number"):
+        facts = facts_from_args(args, cloud)
+    assert facts.class_names == ["0", "1", "2"] and facts.num_points == 512 and facts.kind == "pointcloud"
+    facts = facts_from_args({**args, "modelnet40_classes": ["chair", "desk", "lamp"]}, cloud)
+    assert facts.class_names == ["chair", "desk", "lamp"]
