@@ -17,9 +17,10 @@ it writes to ``<run>/plots/demo/`` (or --output_dir), each figure as PNG, SVG an
     python demo_visualizations.py --logs_dir logs/my_experiment --watch --interval 30   # follow a live run
     python demo_visualizations.py --watch                      # train the demo run in the background, live
     python demo_visualizations.py --logs_dir logs/my_experiment --interactive   # <run>/plots/explorer.html
+    python demo_visualizations.py --run_dir logs/my_experiment --save_dir figures/   # --logs_dir / --output_dir
 
 --interactive writes the attention explorer instead of the figures: one self-contained HTML page per run
-(``<run>/plots/explorer.html``, or in --output_dir) that opens offline in any browser; --max_epochs and
+(``<run>/plots/explorer.html``, or in --save_dir) that opens offline in any browser; --max_epochs and
 --max_samples cap its size (see perceiver/viz/explorer.py).
 
 --watch follows a run still training: it re-renders as each epoch lands in metrics.jsonl and stops when
@@ -45,11 +46,9 @@ from perceiver.viz.style import COLORMAPS  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Demo of the Perceiver visualizations.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--logs_dir", default=None,
-                   help="run directory (or a folder of runs) to show; default: train/reuse logs/demo_shapes2d")
-    p.add_argument("--output_dir", default=None, help="where to write (default: <run>/plots/demo/)")
+    p = viz_cli.make_parser("Demo of the Perceiver visualizations.")
+    viz_cli.add_run_dir(p, "--logs_dir", "logs/demo_shapes2d, trained first if missing")  # the specification's name
+    viz_cli.add_save_dir(p, "--output_dir", "--save_dir", default_text="<run>/plots/demo/")
     p.add_argument("--formats", nargs="+", default=["png", "svg", "pdf"], choices=["png", "svg", "pdf"],
                    help="export formats of every figure")
     p.add_argument("--colormap", default="viridis", choices=COLORMAPS, help="colormap of the attention maps")

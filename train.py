@@ -4,28 +4,19 @@ r"""Train a Perceiver classifier (Jaegle et al., ICML 2021) on CIFAR-10, ModelNe
 Quick offline check on CPU (built-in 2-D shapes, no download; 60 s of training, about 0.89 test accuracy against
 0.10 chance on a 2-core machine):
 
-    python train.py --experiment_name quickstart --dataset shapes2d --max_time 60 --num_latents 32 \
-        --latent_dim 64 --num_cross_attend_stages 1 --num_transformer_blocks 2 --num_heads 2 --threads 1 \
-        --save_attention_maps --save_metrics
+    python train.py --preset quickstart
 
-The three experiments of the README (add --data_dir where the datasets live):
+The specification's three experiments (perceiver/presets.py holds their flags; add --data_dir where the datasets
+live; any flag typed as well overrides the preset's value):
 
-    python train.py --experiment_name perceiver_cifar10_fourier --dataset cifar10 --data_dir ./data \
-        --cifar10_fourier_bands 64 --cifar10_max_freq 32.0 --num_latents 96 --latent_dim 384 \
-        --num_cross_attend_stages 4 --num_transformer_blocks 4 --num_heads 3 --dropout 0.2 --output_pooling mean \
-        --optimizer lamb --lr 0.004 --scheduler multistep --epochs 120 --batch_size_cifar10 64 --num_workers 4 \
-        --save_attention_maps --use_tensorboard
-    python train.py --experiment_name perceiver_cifar10_permuted_learned_pe --dataset cifar10 --data_dir ./data \
-        --use_learned_pe --permute_pixels --permute_pixels_seed 42 --num_latents 96 --latent_dim 384 \
-        --num_cross_attend_stages 1 --num_transformer_blocks 4 --num_heads 3 --dropout 0.2 --output_pooling mean \
-        --optimizer lamb --lr 0.004 --scheduler multistep --epochs 120 --batch_size_cifar10 64 --num_workers 4 \
-        --save_attention_maps --attention_save_interval 10 --save_metrics --use_tensorboard
-    python train.py --experiment_name perceiver_modelnet40_fourier --dataset modelnet40 --data_dir ./data \
-        --modelnet40_num_points 2048 --modelnet40_fourier_bands 64 --modelnet40_max_freq 1120.0 --num_latents 128 \
-        --latent_dim 512 --num_cross_attend_stages 2 --num_transformer_blocks 6 --num_heads 8 --dropout 0.1 \
-        --output_pooling mean --optimizer lamb --lr 0.001 --scheduler multistep --epochs 120 \
-        --batch_size_modelnet40 8 --num_workers 0 --save_attention_maps --attention_save_interval 10 \
-        --save_metrics --use_tensorboard
+    python train.py --preset exp1 --data_dir ./data     # CIFAR-10, Fourier features
+    python train.py --preset exp2 --data_dir ./data     # CIFAR-10, permuted pixels, learned positional encoding
+    python train.py --preset exp3 --data_dir ./data     # ModelNet40 point clouds
+    python train.py --preset exp1 --epochs 1 --limit_train_batches 2 --limit_eval_batches 1   # a smoke test
+
+Start from another run's flags (its config.json) or from a JSON file of flags:
+
+    python train.py --config logs/quickstart/config.json --experiment_name quickstart_again --max_time 120
 
 Continue an interrupted run, evaluate a finished one, train on several GPUs (or CPU processes):
 
@@ -40,6 +31,7 @@ fractions in [0, 1]. A bad flag exits with code 2 and one line naming it; a miss
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -49,8 +41,9 @@ from pathlib import Path
 
 from perceiver.data import DATASET_DEFAULTS, PER_DATASET_FLAGS, POINT_CLOUD_DATASETS, add_data_args, \
     validate_data_args
-from perceiver.errors import PerceiverError
+from perceiver.errors import OneLineParser, PerceiverError
 from perceiver.optim import OPTIMIZERS
+from perceiver.presets import PRESETS, describe as describe_presets, preset_flags, to_argv
 from perceiver.rundir import RunDir
 from perceiver.schedule import LR_SCALING, SCHEDULERS, default_milestones
 
@@ -75,13 +68,6 @@ def _defaults_text(flag: str) -> str:
     return ", ".join(f"{name} {d[flag]}" for name, d in DATASET_DEFAULTS.items())
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag prints one line (no page of usage) and exits with code 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__, allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("experiment")
@@ -98,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(only inside that directory) (default: %(default)s)")
     g.add_argument("--eval_only", action="store_true",
                    help="with --resume RUN: evaluate RUN's best checkpoint on the test set and write RUN/eval.json "
+                        "(default: %(default)s)")
+    g.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help=f"start from a named set of flags ({describe_presets()}); flags typed as well override "
+                        f"it (default: %(default)s)")
+    g.add_argument("--config", default=None, metavar="FILE.json",
+                   help="start from the flags in a JSON file: a run's config.json (its \"args\") or "
+                        "{\"flag\": value, ...}; it overrides --preset, flags typed as well override both "
                         "(default: %(default)s)")
 
     add_data_args(p)  # --dataset --data_dir --modelnet40_num_points --permute_pixels --permute_pixels_seed ...
@@ -273,6 +266,76 @@ def explicit_flags(argv: list[str] | None) -> set[str]:
     return set(vars(ns))
 
 
+#: flags that describe one invocation, never taken from a --config file (a run's config.json records them too)
+INVOCATION_ONLY = ("preset", "config", "resume", "overwrite", "eval_only")
+#: filled from the dataset by `resolve_defaults`; a run's config.json holds their resolved values
+RESOLVED = ("batch_size", "fourier_bands", "max_freq", "lr_milestones")
+
+
+def read_flag_file(path: str, parser: argparse.ArgumentParser) -> tuple[dict, set[str]]:
+    """The flags of ``--config FILE`` and the ones that count as typed; ValueError (one line) for a bad file.
+
+    A run's config.json lists every flag, resolved: those still at their default, or at the value the dataset
+    would give them anyway, count as not typed (so they neither trigger notes nor pin a resumed run).
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError("no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"not a readable JSON file ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError("must hold a JSON object of flags, {\"flag\": value, ...}, or be a run's config.json")
+    known = {a.dest for a in parser._actions if a.option_strings}
+    if isinstance(data.get("args"), dict):  # a run's config.json
+        flags = {k: v for k, v in data["args"].items() if k not in INVOCATION_ONLY}
+    else:
+        flags = {k.lstrip("-"): v for k, v in data.items()}
+        typed_only = sorted(set(flags) & set(INVOCATION_ONLY))
+        if typed_only:
+            raise ValueError(f"{', '.join('--' + k for k in typed_only)} must be typed on the command line")
+    unknown = sorted(set(flags) - known)
+    if unknown:
+        raise ValueError(f"unknown flag{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} (train.py --help "
+                         f"lists the flags)")
+    if "args" not in data:
+        return flags, {k for k, v in flags.items() if v is not None}
+    defaults = vars(parser.parse_args([]))
+    for name in RESOLVED:
+        if flags.get(name) is not None:
+            probe = argparse.Namespace(**{**defaults, **flags, name: None, "experiment_name": "x"})
+            if getattr(resolve_defaults(probe), name) == flags[name]:
+                flags[name] = None
+    return flags, {k for k, v in flags.items() if v != defaults[k]}
+
+
+def with_presets(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, set[str]]:
+    """Parse ``argv`` on top of the flags of --preset and --config (applied in that order, so typed flags win);
+    returns the arguments and the flags that count as typed (the typed ones, the preset's, the file's)."""
+    args = parser.parse_args(argv)
+    explicit = explicit_flags(argv) - {"preset", "config"}
+    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    base: list[str] = []
+    sources = [(f"--preset {args.preset}", lambda: (preset_flags(args.preset), None))] if args.preset else []
+    if args.config:
+        sources.append((f"--config {args.config}", lambda: read_flag_file(args.config, parser)))
+    for where, read in sources:
+        try:
+            flags, typed = read()
+            tokens = to_argv(flags, actions)
+        except ValueError as e:
+            parser.error(f"{where}: {e}")
+        check = build_parser()
+        check.error = lambda message, where=where: parser.error(f"{where}: {message}")
+        check.parse_args(tokens)  # a bad value in the file is reported against the file
+        base += tokens
+        explicit |= set(flags) if typed is None else typed
+    if base:
+        args = parser.parse_args(base + argv)
+    del args.preset, args.config  # resolved into the other flags; the run's config.json records the command
+    return args, explicit
+
+
 def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Fill the dataset-dependent defaults (the generic flag, else the dataset's own flag, else the dataset's
     default from `perceiver.data.DATASET_DEFAULTS`), milestones and the run name."""
@@ -396,8 +459,7 @@ def ignored_flags(args: argparse.Namespace, explicit: set[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    explicit = explicit_flags(argv)
+    args, explicit = with_presets(parser, argv)
     resolve_defaults(args)
     validate(parser, args, explicit)
     if not args.resume:

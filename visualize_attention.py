@@ -19,9 +19,12 @@ stage 0, sample 0 add a tag to the file names (``_stage1``, ``_self``, ``_sample
     python visualize_attention.py --logs_dir logs/my_experiment --epoch 10 --sample 2 --latent 5 --head 0
     python visualize_attention.py --logs_dir logs/my_experiment --attention self --stage all
     python visualize_attention.py --logs_dir logs/my_experiment --html   # <run>/plots/explorer.html
+    python visualize_attention.py --run_dir logs/my_experiment --save_dir figures/
 
 --html writes the interactive attention explorer instead of the figures: one self-contained HTML page per run that
 opens offline in any browser, every selector above live in the page; --max_epochs and --max_samples cap its size.
+--run_dir is the run to read (the same flag as the specification's --logs_dir); --save_dir is where the figures go
+(also accepted as --output_dir).
 
 Exit codes: 0 when at least one figure was drawn; 1 with one ``error: ...`` line when none could be; 2 for bad
 flags.
@@ -68,12 +71,9 @@ def _stage(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Attention-map analysis of Perceiver runs.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--logs_dir", default=None,
-                   help="a run directory, or a folder holding several runs (default: logs/)")
-    p.add_argument("--output_dir", default=None,
-                   help="write the figures here instead of <run>/plots/ (one sub-folder per run for several runs)")
+    p = viz_cli.make_parser("Attention-map analysis of Perceiver runs.")
+    viz_cli.add_run_dir(p, "--logs_dir")  # the specification's name for the run to read
+    viz_cli.add_save_dir(p, "--output_dir", "--save_dir")
     p.add_argument("--colormap", default="viridis", choices=COLORMAPS, help="colormap of the attention maps")
     p.add_argument("--alpha", type=float, default=0.6, help="opacity of the heatmap over the image (0-1)")
     p.add_argument("--create_evolution", action="store_true", help="also write attention_evolution_analysis.png")
@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cross: latents -> input; self: latents -> latents")
     p.add_argument("--stage", type=_stage, default=0, help="stage index, or 'all' for one figure per stage")
     p.add_argument("--block", type=int, default=-1, help="latent block within the stage (--attention self)")
-    p.add_argument("--head", type=_head, default=None, help="head index, or 'mean' (default) for the mean of heads")
+    p.add_argument("--head", type=_head, default=None,
+                   help="head index, or 'mean' for the mean of heads (default: mean)")
     p.add_argument("--latent", type=_latent, default="auto",
                    help="latent index, 'auto' (most concentrated latent) or 'mean' (average of latents)")
     p.add_argument("--dpi", type=int, default=150, help="resolution of the PNG")

@@ -10,7 +10,10 @@ training is drawn from the epochs written so far. Metric definitions and thresho
     python visualize_results.py --output_dir logs/my_experiment
     python visualize_results.py --output_dir logs/my_experiment --experiment_name "Esperimento_Principale" \\
         --epochs 1 10 20 30 40 50 --enhanced_attention
-    python visualize_results.py --output_dir logs --save_dir figures/   # all runs, figures/<run>/...
+    python visualize_results.py --run_dir logs --save_dir figures/      # all runs, figures/<run>/...
+
+--run_dir is the run to read (--output_dir, the specification's name, is the same flag); --save_dir is where the
+figures go.
 
 Exit codes: 0 when at least one dashboard was drawn; 1 with one ``error: ...`` line when none could be; 2 for
 bad flags.
@@ -30,16 +33,13 @@ from perceiver.viz.style import COLORMAPS  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Training dashboard of Perceiver runs (reads logs/<experiment>/).",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--output_dir", default=None,
-                   help="a run directory, or a folder holding several runs (default: logs/)")
+    p = viz_cli.make_parser("Training dashboard of Perceiver runs (reads logs/<experiment>/).")
+    viz_cli.add_run_dir(p, "--output_dir")  # the specification's name for the run to read
     p.add_argument("--experiment_name", default=None, help="title of the dashboard (default: the run's folder name)")
     p.add_argument("--epochs", type=int, nargs="+", default=None,
                    help="saved attention epochs for the attention row (default: up to 6 evenly spaced)")
     p.add_argument("--enhanced_attention", action="store_true", help="add attention panels for --epochs")
-    p.add_argument("--save_dir", default=None,
-                   help="write the figures here instead of <run>/plots/ (one sub-folder per run for several runs)")
+    viz_cli.add_save_dir(p, "--save_dir")
     p.add_argument("--colormap", default="viridis", choices=COLORMAPS, help="colormap of the attention panels")
     p.add_argument("--alpha", type=float, default=0.6, help="opacity of the attention overlay (0-1)")
     p.add_argument("--dpi", type=int, default=150, help="resolution of the PNG")

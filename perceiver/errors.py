@@ -4,6 +4,7 @@ Raise these for problems a user can fix (a missing or corrupt file, an incompati
 catch `PerceiverError`, print `error: <message>` to stderr and exit with code 1. Messages name the file and
 the fix.
 """
+import argparse
 
 
 class PerceiverError(RuntimeError):
@@ -20,3 +21,14 @@ class CheckpointError(PerceiverError):
 
 class RunDirError(PerceiverError):
     """A run directory is missing, incomplete, or would be overwritten."""
+
+
+class InputError(PerceiverError, ValueError):
+    """An input to classify (an image or point-cloud file or array) cannot be read or does not fit the model."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag prints one line (no page of usage) and exits with code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

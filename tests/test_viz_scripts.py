@@ -184,3 +184,61 @@ def test_default_scans_logs_folder(tmp_path, monkeypatch, capsys):
     synthetic.make_run(tmp_path / "logs" / "r", kind="image", epochs=2, attention_epochs=(2,), **SMALL)
     assert visualize_attention.cli(DPI) == 0
     assert_png(tmp_path / "logs" / "r" / "plots" / "comprehensive_epoch_2_analysis.png")
+
+
+# ------------------------------------------------------------------------------------- command-line consistency
+
+
+def _scripts():
+    import demo_visualizations
+
+    return {"visualize_results": visualize_results, "visualize_attention": visualize_attention,
+            "demo_visualizations": demo_visualizations}
+
+
+@pytest.mark.parametrize("name", ["visualize_results", "visualize_attention", "demo_visualizations"])
+def test_help_states_each_default_once(name, capsys):
+    module = _scripts()[name]
+    parser = module.build_parser()
+    formatter = parser.formatter_class(prog=name)
+    for action in parser._actions:
+        if action.help and action.dest != "help":
+            text = formatter._expand_help(action)
+            assert text.count("(default") == 1, f"{action.option_strings}: {text}"
+    with pytest.raises(SystemExit) as e:
+        module.cli(["--help"])
+    assert e.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in out and "['" not in out
+    assert "--run_dir RUN" in out and "--save_dir DIR" in out
+
+
+@pytest.mark.parametrize("name, read, write", [
+    ("visualize_results", "--output_dir", "--save_dir"),
+    ("visualize_attention", "--logs_dir", "--output_dir"),
+    ("demo_visualizations", "--logs_dir", "--output_dir"),
+])
+def test_run_dir_and_save_dir_name_the_same_things_in_every_script(name, read, write):
+    parser = _scripts()[name].build_parser()
+    spec = parser.parse_args([read, "logs/a", write, "out"])
+    alias = parser.parse_args(["--run_dir", "logs/a", "--save_dir", "out"])
+    assert vars(spec) == vars(alias)
+
+
+def test_aliases_draw_like_the_specification_flags(runs, tmp_path):
+    run = runs["image"]
+    assert visualize_results.cli(["--run_dir", str(run.path), "--save_dir", str(tmp_path / "r"), *DPI]) == 0
+    assert_png(tmp_path / "r" / "training_dashboard.png")
+    assert visualize_attention.cli(["--run_dir", str(run.path), "--save_dir", str(tmp_path / "a"), "--epoch", "12",
+                                    *DPI]) == 0
+    assert_png(tmp_path / "a" / "comprehensive_epoch_12_analysis.png")
+
+
+@pytest.mark.parametrize("name", ["visualize_results", "visualize_attention", "demo_visualizations"])
+def test_bad_flags_are_one_line_with_exit_2(name, capsys):
+    for argv in (["--bogus"], ["--alpha", "nan?"], ["--colormap", "rainbow"]):
+        with pytest.raises(SystemExit) as e:
+            _scripts()[name].cli(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "error:" in err and "(see --help)" in err, err

@@ -34,6 +34,9 @@ IMAGES_PER_FULL_BATCH = 10000
 # often-copied (0.2023, 0.1994, 0.2010) is a mean of per-image stds and under-scales the inputs.
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
+# The label names of the official batches.meta, in label order: what `perceiver.inference` falls back to for a
+# checkpoint file that travels without its run directory and without the dataset.
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def _manual_fix(folder: Path) -> str:

@@ -92,10 +92,12 @@ class AttentionView:
         return f"{what}; {head}; {lat}" if not short else f"{head}; {lat}"
 
     def sample_caption(self) -> str:
-        true, pred = self.class_name(self.label), self.class_name(self.pred)
-        ok = "correct" if self.label is not None and self.label == self.pred else "wrong"
+        pred = self.class_name(self.pred)
         conf = f" ({self.prob:.0%})" if self.prob is not None else ""
-        return f"true: {true} · pred: {pred}{conf} · {ok}"
+        if self.label is None or self.label < 0:  # an input without a label (perceiver.predict)
+            return f"pred: {pred}{conf}"
+        ok = "correct" if self.label == self.pred else "wrong"
+        return f"true: {self.class_name(self.label)} · pred: {pred}{conf} · {ok}"
 
 
 def _index(value: int, size: int, what: str, flag: str) -> int:

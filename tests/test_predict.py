@@ -1,0 +1,166 @@
+"""python -m perceiver.predict: a run's own test images saved as PNG get exactly the logits evaluation computed for
+them (plain, permuted with a learned encoding, point clouds from .npy and .txt), one line per file, bad files
+reported one line each while the others are classified, --topk, --save_attention, flag errors."""
+import argparse
+import json
+import subprocess
+import sys
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO, _subprocess_env, run_train_in
+from perceiver import load_model, prepare_input
+from perceiver.data import build_dataset
+from perceiver.predict import main as predict
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("logs")
+    out = {}
+    for name, extra in (("plain", []),
+                        ("permuted", ["--permute_pixels", "--permute_pixels_seed", "3", "--use_learned_pe"]),
+                        ("points", ["--dataset", "shapes3d", "--shapes_num_points", "48"])):
+        res = run_train_in(logs, ["--epochs", "1", *extra], name=name)
+        assert res.code == 0, res.err
+        out[name] = res.run_dir
+    return out
+
+
+def bundle_of(run_dir):
+    args = json.loads((run_dir / "config.json").read_text())["args"]
+    return build_dataset(argparse.Namespace(**args))
+
+
+def run_predict(argv, capsys):
+    code = predict([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out.strip().splitlines(), err.strip().splitlines()
+
+
+def expected_line(path, logits, names, k=1):
+    probs = torch.softmax(logits.float(), -1)
+    top = torch.topk(probs, k)
+    return f"{path}: " + ", ".join(f"{names[i]} {p:.3f}" for p, i in zip(top.values.tolist(), top.indices.tolist()))
+
+
+@pytest.mark.parametrize("name", ["plain", "permuted"])
+def test_test_images_as_png_get_the_evaluation_logits(runs, tmp_path, capsys, name):
+    run = runs[name]
+    bundle = bundle_of(run)
+    loaded = load_model(run)
+    model = loaded.model
+    positions = bundle.positions
+    files, want = [], []
+    for i in range(4):
+        path = tmp_path / f"test_{i}.png"
+        Image.fromarray(bundle.test.images[i]).save(path)
+        x_data = bundle.test[i][0].unsqueeze(0)  # what evaluation fed the model
+        with torch.no_grad():
+            logits = model(x_data, positions)[0]
+            x, pos = prepare_input(path, loaded.facts)
+            assert torch.equal(x, x_data) and torch.equal(pos, positions)
+            assert torch.equal(model(x, pos)[0], logits)
+        files.append(path)
+        want.append(expected_line(path, logits, bundle.class_names))
+    code, out, err = run_predict(["--run_dir", run, *files], capsys)
+    assert code == 0 and err == [] and out == want
+    assert all(line.split(": ")[1].split()[0] in bundle.class_names for line in out)
+
+
+def test_point_clouds_from_npy_and_txt(runs, tmp_path, capsys):
+    run = runs["points"]
+    bundle = bundle_of(run)
+    loaded = load_model(run)
+    raw = bundle.test.points[5]  # (48, 3) float32, as stored
+    np.save(tmp_path / "cloud.npy", raw)
+    np.savetxt(tmp_path / "cloud.txt", raw * 10 + 3, delimiter=",")  # scale and offset are normalised away
+    with torch.no_grad():
+        logits = loaded.model(bundle.test[5][0].unsqueeze(0), None)[0]
+        x, pos = prepare_input(tmp_path / "cloud.npy", loaded.facts)
+        assert torch.equal(x[0], bundle.test[5][0])
+        assert torch.equal(loaded.model(x, pos)[0], logits)
+    dense = np.concatenate([raw, raw * 0.5])  # more points than the run's 48: the evaluation subset is used
+    np.save(tmp_path / "dense.npy", dense)
+    code, out, err = run_predict(["--run_dir", run, tmp_path / "cloud.npy", tmp_path / "cloud.txt",
+                                  tmp_path / "dense.npy", "--topk", "2"], capsys)
+    assert code == 0 and err == []
+    assert out[0] == expected_line(tmp_path / "cloud.npy", logits, bundle.class_names, k=2)
+    assert out[1].split(": ")[1].split()[0] == out[0].split(": ")[1].split()[0]  # same cloud, same class
+    assert out[2].startswith(f"{tmp_path / 'dense.npy'}: ")
+    assert prepare_input(tmp_path / "dense.npy", loaded.facts)[0].shape == (1, 48, 3)
+
+
+def test_bad_files_get_one_line_each_and_the_others_are_classified(runs, tmp_path, capsys):
+    run = runs["plain"]
+    bundle = bundle_of(run)
+    good = tmp_path / "good.jpg"
+    Image.fromarray(np.kron(bundle.test.images[0], np.ones((3, 2, 1), np.uint8))).save(good, quality=95)  # 96x64
+    fake = tmp_path / "fake.png"
+    fake.write_text("not an image")
+    cloud = tmp_path / "cloud.npy"
+    np.save(cloud, np.zeros((10, 3), np.float32))
+    code, out, err = run_predict(["--run_dir", run, tmp_path / "missing.png", fake, good, cloud], capsys)
+    assert code == 1
+    assert len(out) == 1 and out[0].startswith(f"{good}: ") and out[0].split(": ")[1].split()[0] in bundle.class_names
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert "missing.png: no such file" in err[0]
+    assert "fake.png is not a readable image" in err[1]
+    assert "cloud.npy is a point cloud (.npy) but the model classifies images" in err[2]
+
+
+def test_topk_and_save_attention(runs, tmp_path, capsys):
+    run = runs["plain"]
+    bundle = bundle_of(run)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder, i in (("a", 1), ("b", 2)):
+        Image.fromarray(bundle.test.images[i]).save(tmp_path / folder / "img.png")
+    code, out, err = run_predict(["--run_dir", run, tmp_path / "a" / "img.png", tmp_path / "b" / "img.png",
+                                  "--topk", "3", "--save_attention", "--dpi", "40"], capsys)
+    assert code == 0, err
+    for line in out:
+        pairs = [item.rsplit(" ", 1) for item in line.split(": ", 1)[1].split(", ")]
+        probs = [float(p) for _, p in pairs]
+        assert len(pairs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1.001
+        assert all(cls in bundle.class_names for cls, _ in pairs)
+    for stem in ("img_attention.png", "img_2_attention.png"):  # the same name twice: both figures kept
+        figure = run / "plots" / "predict" / stem
+        assert figure.stat().st_size > 10_000
+        assert mpimg.imread(str(figure))[..., :3].std() > 0.05
+    out_dir = tmp_path / "figs"
+    assert run_predict(["--run_dir", runs["points"], "--save_attention", "--save_dir", out_dir, "--dpi", "40",
+                        *[_save_cloud(tmp_path, runs["points"])]], capsys)[0] == 0
+    assert (out_dir / "c_attention.png").stat().st_size > 10_000
+
+
+def _save_cloud(tmp_path, run):
+    path = tmp_path / "c.npy"
+    np.save(path, bundle_of(run).test.points[0])
+    return path
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["a.png"], "the following arguments are required: --run_dir"),
+    (["--run_dir", "x", "a.png", "--topk", "0"], "--topk must be at least 1"),
+    (["--run_dir", "x", "a.png", "--alpha", "2"], "--alpha must be between 0 and 1"),
+    (["--run_dir", "x", "a.png", "--save_dir", "d"], "add --save_attention"),
+    (["--run_dir", "x", "a.png", "--colormap", "rainbow"], "--colormap 'rainbow' is not one of"),
+])
+def test_bad_flags_are_one_line_exit_2(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        predict(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def test_missing_run_is_one_line_exit_1_from_the_real_entry_point(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "perceiver.predict", "--run_dir", str(tmp_path / "nope"),
+                           "a.png"], capture_output=True, text=True, cwd=REPO, env=_subprocess_env(), timeout=300)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == f"error: {tmp_path / 'nope'}: no such run directory or checkpoint file"
