@@ -82,13 +82,13 @@ def all_reduce(tensor: torch.Tensor, info: DistInfo, op: str = "sum") -> torch.T
     return tensor
 
 
-def broadcast_object(obj, info: DistInfo):
-    """Rank 0's ``obj`` on every rank."""
+def gather_objects(obj, info: DistInfo) -> list:
+    """Every rank's ``obj``, in rank order, on every rank."""
     if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 class EpochSampler(DistributedSampler):

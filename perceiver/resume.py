@@ -103,3 +103,38 @@ def check_not_running(run: RunDir) -> None:
     except OSError:
         return
     raise RunDirError(f"{run.path} is in use by a running train.py (pid {pid}); stop it first")
+
+
+def launcher(world_size: int) -> str:
+    """How a run of ``world_size`` processes is started again."""
+    return f"torchrun --nproc_per_node {world_size}" if world_size > 1 else "python"
+
+
+def restore_training(parts, state: dict, *, world_size: int, run_path) -> tuple:
+    """Load a checkpoint into a run's parts: (LoopState, best.pt's record or None, training seconds spent)."""
+    from . import checkpoint as ckpt
+    from .engine import EpochSums, LoopState
+    from .model import PerceiverConfig
+
+    path, p = state["path"], parts
+    ckpt.check_model_config(path, PerceiverConfig.from_dict(state["model_config"]).identity(), p.config.identity())
+    saved_world = state.get("world_size", 1)
+    if saved_world != world_size:
+        raise CheckpointError(
+            f"checkpoint {path} was trained by {saved_world} process(es) and this launch has {world_size}: resume "
+            f"it with the same number (the data order, the samples per step and the schedule depend on it), e.g. "
+            f"`{launcher(saved_world)} train.py --resume {run_path}`")
+    ckpt.load_model_weights(path, p.model, state, weights="train")
+    try:
+        if p.ema is not None and state.get("ema"):
+            p.ema.load_state_dict(state["ema"])
+        p.optimizer.load_state_dict(state["optimizer"])
+        if p.amp.scaler is not None and state.get("scaler"):
+            p.amp.scaler.load_state_dict(state["scaler"])
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint {path}: the optimizer or EMA state does not fit ({e})") from None
+    loop = LoopState(epoch=state["epoch"] + 1, batch=state.get("batch_in_epoch", 0),
+                     global_step=state["global_step"])
+    if loop.batch and state.get("partial"):
+        loop.sums = EpochSums(**state["partial"])
+    return loop, state.get("best"), float(state.get("elapsed_s", 0.0))

@@ -22,15 +22,13 @@ import torch
 
 from . import checkpoint as ckpt
 from . import components as comp
-from . import distributed as dist
-from . import probes, tracking
-from .engine import EpochResult, EpochSums, LoopState, NonFiniteLossError, Stop, StepRecord, evaluate, \
-    per_class_accuracy, train_one_epoch
+from . import distributed
+from . import epoch, tracking
+from .engine import EpochResult, EpochSums, LoopState, NonFiniteLossError, Stop, StepRecord, train_one_epoch
 from .errors import PerceiverError
-from .model import PerceiverConfig
-from .parts import RunParts, build_parts
-from .resume import RESUME_OVERRIDES, check_not_running, clear_run, locate, merge_args
-from .rundir import EpochRow, RunDir
+from .parts import build_parts
+from .resume import RESUME_OVERRIDES, check_not_running, clear_run, launcher, locate, merge_args, restore_training
+from .rundir import RunDir
 from .schedule import progress
 from .stopping import StopConditions
 
@@ -47,7 +45,7 @@ def train(args: argparse.Namespace, *, explicit: set[str], argv: list[str]) -> i
                   f"further.", flush=True)
             return 0
         resume = {**state, "path": str(path)}
-    info = dist.setup(args.device)
+    info = distributed.setup(args.device)
     log = tracking.setup_logging(None, main_process=info.is_main)
     trainer = Trainer(args, info=info, run=run, resume=resume, argv=argv, log=log)
     try:
@@ -56,11 +54,11 @@ def train(args: argparse.Namespace, *, explicit: set[str], argv: list[str]) -> i
         trainer.stop.restore()
         trainer.tb.close()
         tracking.close_logging(log)
-        dist.cleanup()
+        distributed.cleanup()
 
 
 class Trainer:
-    def __init__(self, args, *, info: dist.DistInfo, run: RunDir, resume: dict | None, argv: list[str], log):
+    def __init__(self, args, *, info: distributed.DistInfo, run: RunDir, resume: dict | None, argv: list[str], log):
         self.args, self.info, self.run, self.resume, self.argv, self.log = args, info, run, resume, argv, log
         self.main = info.is_main
         self.stop = StopConditions(log, max_time=args.max_time)
@@ -100,28 +98,10 @@ class Trainer:
             raise
 
     def _restore(self) -> None:
-        s, path, p = self.resume, self.resume["path"], self.parts
-        ckpt.check_model_config(path, PerceiverConfig.from_dict(s["model_config"]).identity(), p.config.identity())
-        saved_world = s.get("world_size", 1)
-        if saved_world != self.info.world_size:
-            raise ckpt.CheckpointError(
-                f"checkpoint {path} was trained by {saved_world} process(es) and this launch has "
-                f"{self.info.world_size}: resume it with the same number (the data order, the samples per step and "
-                f"the schedule depend on it), e.g. `{_launcher(saved_world)} train.py --resume {self.run.path}`")
-        ckpt.load_model_weights(path, p.model, s, weights="train")
-        try:
-            if p.ema is not None and s.get("ema"):
-                p.ema.load_state_dict(s["ema"])
-            p.optimizer.load_state_dict(s["optimizer"])
-            if p.amp.scaler is not None and s.get("scaler"):
-                p.amp.scaler.load_state_dict(s["scaler"])
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise ckpt.CheckpointError(f"checkpoint {path}: the optimizer or EMA state does not fit ({e})") from None
-        self.state = LoopState(epoch=s["epoch"] + 1, batch=s.get("batch_in_epoch", 0), global_step=s["global_step"])
-        if self.state.batch and s.get("partial"):
-            self.state.sums = EpochSums(**s["partial"])
-        self.best = dict(s.get("best") or self.best)
-        self.stop.elapsed_before = float(s.get("elapsed_s", 0.0))
+        self.state, best, elapsed = restore_training(self.parts, self.resume, world_size=self.info.world_size,
+                                                     run_path=self.run.path)
+        self.best = best or self.best
+        self.stop.elapsed_before = elapsed
 
     def _prepare_run_dir(self) -> None:
         a, run = self.args, self.run
@@ -134,7 +114,7 @@ class Trainer:
             run.create()
             if self.resume is not None:
                 run.truncate_metrics(self.state.epoch - 1, last_step=self.state.global_step)
-        dist.barrier(self.info)
+        distributed.barrier(self.info)
         self.log = self.stop.log = tracking.setup_logging(run.log_path, main_process=self.main)
         if self.main and self.resume is None:
             run.write_config(tracking.config_json(self.args, self.parts, self.info, self.argv))
@@ -176,61 +156,22 @@ class Trainer:
     def _agree(self, flag: bool) -> bool:
         """True on every rank when it is True on any."""
         t = torch.tensor([float(flag)], device=self.info.device)
-        return bool(dist.all_reduce(t, self.info, op="max").item())
+        return bool(distributed.all_reduce(t, self.info, op="max").item())
 
     def _end_epoch(self, result: EpochResult, *, time_up: bool) -> bool:
         """Evaluate, log and save the epoch; True when it is the run's last."""
-        a, s, p = self.args, self.state, self.parts
-        evals = {}
-        # with an average, the trained weights are scored on the validation split too (not on the test images)
-        jobs = [("val", p.val_loader, p.eval_model), ("raw_val", p.val_loader, p.model if p.ema else None),
-                ("test", p.test_loader, p.eval_model)]
-        for name, loader, model in jobs:
-            if loader is not None and model is not None:
-                evals[name] = evaluate(model, loader, pos=p.pos, num_classes=p.bundle.num_classes, amp=p.amp,
-                                       flip=p.flip, limit_batches=a.limit_eval_batches, info=self.info, desc=name,
-                                       show_progress=not a.no_progress)
+        a, s = self.args, self.state
+        evals = epoch.evaluate_splits(self.parts, a, self.info)
         last = s.epoch >= a.epochs or self._agree(time_up or self.stop.time_up)  # time spent evaluating counts
-        val, test = evals.get("val"), evals["test"]
-        is_best = False
-        if self.best["metric"] == "val_acc" and math.isfinite(val.loss) and val.acc > self.best["value"]:
-            self.best, is_best = {"metric": "val_acc", "value": val.acc, "epoch": s.epoch}, True
-        elif self.best["metric"] == "last":
-            self.best = {"metric": "last", "value": test.acc, "epoch": s.epoch}
-        eval_time = sum(r.time_s for r in evals.values())
-        row = EpochRow(
-            epoch=s.epoch, step=s.global_step, lr=self.last_lr, train_loss=result.loss,
-            train_acc=result.acc, train_samples=result.sums.n, train_batches=result.batches, test_loss=test.loss,
-            test_acc=test.acc, test_samples=test.n, test_acc_top5=test.acc_top5,
-            best_acc=self.best["value"] if self.best["metric"] == "val_acc" else None, is_best=is_best,
-            val_loss=val.loss if val else None, val_acc=val.acc if val else None,
-            val_acc_top5=val.acc_top5 if val else None,
-            raw_val_acc=evals["raw_val"].acc if "raw_val" in evals else None,
-            partial=True if not result.complete else None, epoch_time_s=result.sums.time_s + eval_time,
-            train_time_s=result.sums.time_s, eval_time_s=eval_time, samples_per_s=result.samples_per_s,
-            elapsed_s=self.stop.elapsed())
+        self.best, is_best = epoch.update_best(self.best, evals, s.epoch)
+        row = epoch.metrics_row(result, evals, epoch=s.epoch, step=s.global_step, lr=self.last_lr, best=self.best,
+                                is_best=is_best, elapsed_s=self.stop.elapsed())
         if self.main:
-            self._write_epoch(row, evals, last)
+            epoch.write_epoch(self.run, self.tb, self.parts, a, row, evals, last=last, device=self.info.device)
         self.log.info(tracking.epoch_line(row, a.epochs))
         self._save(epochs_done=s.epoch, batch_in_epoch=0, finished=last, best=is_best)
         self._status("running")
         return last
-
-    def _write_epoch(self, row: EpochRow, evals: dict, last: bool) -> None:
-        a, p, e = self.args, self.parts, row.epoch
-        self.run.append_metrics(row)
-        if a.save_metrics:
-            for split in ("test", "val"):
-                if split in evals:
-                    cm = evals[split].confusion
-                    self.run.append_per_class({"epoch": e, "split": split, "confusion": cm,
-                                               "per_class_acc": per_class_accuracy(cm)})
-        self.tb.scalars(row.to_json(), e)
-        if a.save_attention_maps and (e == 1 or e % a.attention_save_interval == 0 or last):
-            snap = probes.capture(p.eval_model, p.bundle.test, p.probe_idx, epoch=e, bundle=p.bundle,
-                                  device=self.info.device, pos=p.pos)
-            self.run.save_attention(snap)
-            self.tb.images(probes.heatmaps(snap), e)
 
     # ---------------------------------------------------------------------------------------- saving, stopping
     def _save(self, *, epochs_done: int, batch_in_epoch: int, finished: bool, best: bool = False,
@@ -238,8 +179,7 @@ class Trainer:
         rng = ckpt.capture_rng()
         rng_ranks = [rng]
         if self.info.enabled:  # every rank's generators, so each rank resumes its own dropout stream
-            rng_ranks = [None] * self.info.world_size
-            torch.distributed.all_gather_object(rng_ranks, rng)
+            rng_ranks = distributed.gather_objects(rng, self.info)
         if not self.main:
             return
         p = self.parts
@@ -260,8 +200,8 @@ class Trainer:
             where = f"epoch {s.epoch} after batch {s.batch}/{result.batches_total}"
         else:
             where = f"the end of epoch {s.epoch - 1}"
-        signum = dist.all_reduce(torch.tensor([float(self.stop.signum or 0)], device=self.info.device), self.info,
-                                 op="max")
+        signum = torch.tensor([float(self.stop.signum or 0)], device=self.info.device)
+        distributed.all_reduce(signum, self.info, op="max")
         self.stop.signum = self.stop.signum or int(signum.item()) or None
         name = self.stop.signal_name()
         self._status("interrupted", message=f"stopped by {name} at {where}")
@@ -288,11 +228,7 @@ class Trainer:
                                   step=self.state.global_step, world_size=self.info.world_size)
 
     def _resume_command(self) -> str:
-        return f"{_launcher(self.info.world_size)} train.py --resume {self.run.path}"
+        return f"{launcher(self.info.world_size)} train.py --resume {self.run.path}"
 
 
-def _launcher(world_size: int) -> str:
-    return f"torchrun --nproc_per_node {world_size}" if world_size > 1 else "python"
-
-
-__all__ = ["train", "Trainer", "RunParts"]
+__all__ = ["train", "Trainer"]

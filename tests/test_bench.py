@@ -74,3 +74,17 @@ def test_timed_rounds_alternate_the_order_and_summarise_each_function():
     for k in fns:
         t = times[k]
         assert t["n"] == 3 and len(t["all_s"]) == 3 and t["min_s"] <= t["median_s"] <= t["max_s"]
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_on_cpu_writes_every_key(tmp_path):
+    from benchmarks import gpu_check
+    out = gpu_check.main(["--device", "cpu", "--smoke", "--json", str(tmp_path / "gpu.json"),
+                          "--sections", "trainpy", "plain", "mfu"])
+    saved = json.loads((tmp_path / "gpu.json").read_text())
+    for key in ("device", "torch", "date", "exp1_b64_trainpy_samples_per_s", "compile_s", "exp1_large_batch_mfu",
+                "fast_vs_plain_acc_diff", "goals"):
+        assert key in saved, key
+    assert saved["trainpy_fast"]["epochs"] == 2 and saved["trainpy_plain"]["data_on_device"] is False
+    assert saved["trainpy_fast"]["data_on_device"] is False  # auto: the device path is for CUDA
+    assert 0 < out["exp1_large_batch_mfu"] and not out.get("errors")

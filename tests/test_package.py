@@ -60,12 +60,13 @@ def test_load_model_from_run_directory_and_checkpoint_file(runs, tmp_path):
     cfg = json.loads((run / "config.json").read_text())
     assert isinstance(loaded.model, Perceiver) and not loaded.model.training
     assert loaded.config == PerceiverConfig.from_dict(cfg["model"]) and loaded.model.config == loaded.config
-    assert loaded.checkpoint == run / "checkpoints" / "best.pt" and loaded.run_dir == run and loaded.epoch == 1
+    # no validation split: no best.pt, the run's model is its last epoch
+    assert loaded.checkpoint == run / "checkpoints" / "last.pt" and loaded.run_dir == run and loaded.epoch == 1
     bundle = bundle_of(run)
     f = loaded.facts
     assert f.kind == "image" and f.class_names == bundle.class_names and f.image_shape == (32, 32, 3)
     assert f.mean == pytest.approx(bundle.mean) and f.std == pytest.approx(bundle.std) and f.permutation is None
-    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     for key, value in loaded.model.state_dict().items():
         assert torch.equal(value, state["model"][key]), key
 
@@ -89,7 +90,7 @@ def test_permuted_run_facts_carry_the_permutation(runs, tmp_path):
     bundle = bundle_of(runs["permuted"])
     assert torch.equal(loaded.facts.permutation, bundle.permutation)
     alone = tmp_path / "perm.pt"
-    shutil.copy(runs["permuted"] / "checkpoints" / "best.pt", alone)
+    shutil.copy(runs["permuted"] / "checkpoints" / "last.pt", alone)
     assert torch.equal(load_model(alone).facts.permutation, bundle.permutation)
     x, pos = prepare_input(bundle.test.images[3], loaded.facts)
     assert torch.equal(x[0], bundle.test[3][0]) and torch.equal(pos, bundle.positions)

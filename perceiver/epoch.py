@@ -1,0 +1,72 @@
+"""The end of an epoch: the splits evaluated, best.pt's choice, the metrics row, and what rank 0 writes.
+
+    evals = evaluate_splits(parts, args, info)            # {"val", "raw_val", "test"}: EvalResult (those that exist)
+    best, is_best = update_best(best, evals, epoch)
+    row = metrics_row(result, evals, ...)                 # perceiver.rundir.EpochRow
+    write_epoch(run, tb, parts, args, row, evals, last=..., device=...)
+
+best.pt follows the validation accuracy when there is a validation split; without one nothing is chosen on
+held-out images and the run's model is its last epoch (``{"metric": "last"}``).
+"""
+from __future__ import annotations
+
+import math
+
+from . import probes
+from .engine import EpochResult, EvalResult, evaluate, per_class_accuracy
+from .rundir import EpochRow
+
+
+def evaluate_splits(parts, args, info) -> dict[str, EvalResult]:
+    p = parts
+    # with an average, the trained weights are scored on the validation split too (never on the test images)
+    jobs = [("val", p.val_loader, p.eval_model), ("raw_val", p.val_loader, p.model if p.ema else None),
+            ("test", p.test_loader, p.eval_model)]
+    return {name: evaluate(model, loader, pos=p.pos, num_classes=p.bundle.num_classes, amp=p.amp, flip=p.flip,
+                           limit_batches=args.limit_eval_batches, info=info, desc=name,
+                           show_progress=not args.no_progress)
+            for name, loader, model in jobs if loader is not None and model is not None}
+
+
+def update_best(best: dict, evals: dict[str, EvalResult], epoch: int) -> tuple[dict, bool]:
+    """(best.pt's record after this epoch, whether this epoch writes best.pt)."""
+    val = evals.get("val")
+    if best["metric"] == "val_acc":
+        if math.isfinite(val.loss) and val.acc > best["value"]:
+            return {"metric": "val_acc", "value": val.acc, "epoch": epoch}, True
+        return best, False
+    return {"metric": "last", "value": evals["test"].acc, "epoch": epoch}, False
+
+
+def metrics_row(result: EpochResult, evals: dict[str, EvalResult], *, epoch: int, step: int, lr: float,
+                best: dict, is_best: bool, elapsed_s: float) -> EpochRow:
+    val, test, raw = evals.get("val"), evals["test"], evals.get("raw_val")
+    eval_time = sum(r.time_s for r in evals.values())
+    return EpochRow(
+        epoch=epoch, step=step, lr=lr, train_loss=result.loss, train_acc=result.acc, train_samples=result.sums.n,
+        train_batches=result.batches, test_loss=test.loss, test_acc=test.acc, test_samples=test.n,
+        test_acc_top5=test.acc_top5, best_acc=best["value"] if best["metric"] == "val_acc" else None,
+        is_best=is_best, val_loss=val.loss if val else None, val_acc=val.acc if val else None,
+        val_acc_top5=val.acc_top5 if val else None, raw_val_acc=raw.acc if raw else None,
+        partial=True if not result.complete else None, epoch_time_s=result.sums.time_s + eval_time,
+        train_time_s=result.sums.time_s, eval_time_s=eval_time, samples_per_s=result.samples_per_s,
+        elapsed_s=elapsed_s)
+
+
+def write_epoch(run, tb, parts, args, row: EpochRow, evals: dict[str, EvalResult], *, last: bool, device) -> None:
+    """Rank 0: the metrics row, per-class figures, TensorBoard, and the attention of the probes when due."""
+    e = row.epoch
+    run.append_metrics(row)
+    if args.save_metrics:
+        for split in ("test", "val"):
+            if split in evals:
+                cm = evals[split].confusion
+                run.append_per_class({"epoch": e, "split": split, "confusion": cm,
+                                      "per_class_acc": per_class_accuracy(cm)})
+    tb.scalars(row.to_json(), e)
+    if args.save_attention_maps and (e == 1 or e % args.attention_save_interval == 0 or last):
+        p = parts
+        snap = probes.capture(p.eval_model, p.bundle.test, p.probe_idx, epoch=e, bundle=p.bundle, device=device,
+                              pos=p.pos)
+        run.save_attention(snap)
+        tb.images(probes.heatmaps(snap), e)
