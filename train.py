@@ -31,7 +31,6 @@ fractions in [0, 1]. A bad flag exits with code 2 and one line naming it; a miss
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -43,7 +42,8 @@ from perceiver.data import DATASET_DEFAULTS, PER_DATASET_FLAGS, POINT_CLOUD_DATA
     validate_data_args
 from perceiver.errors import OneLineParser, PerceiverError
 from perceiver.optim import OPTIMIZERS
-from perceiver.presets import PRESETS, describe as describe_presets, preset_flags, to_argv
+from perceiver.presets import PRESETS, with_presets
+from perceiver.presets import describe as describe_presets
 from perceiver.rundir import RunDir
 from perceiver.schedule import LR_SCALING, SCHEDULERS, default_milestones
 
@@ -257,85 +257,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def explicit_flags(argv: list[str] | None) -> set[str]:
-    """The destinations of the flags actually typed on the command line."""
-    parser = build_parser()
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    ns, _ = parser.parse_known_args(argv)
-    return set(vars(ns))
-
-
-#: flags that describe one invocation, never taken from a --config file (a run's config.json records them too)
-INVOCATION_ONLY = ("preset", "config", "resume", "overwrite", "eval_only")
-#: filled from the dataset by `resolve_defaults`; a run's config.json holds their resolved values
-RESOLVED = ("batch_size", "fourier_bands", "max_freq", "lr_milestones")
-
-
-def read_flag_file(path: str, parser: argparse.ArgumentParser) -> tuple[dict, set[str]]:
-    """The flags of ``--config FILE`` and the ones that count as typed; ValueError (one line) for a bad file.
-
-    A run's config.json lists every flag, resolved: those still at their default, or at the value the dataset
-    would give them anyway, count as not typed (so they neither trigger notes nor pin a resumed run).
-    """
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ValueError("no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"not a readable JSON file ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError("must hold a JSON object of flags, {\"flag\": value, ...}, or be a run's config.json")
-    known = {a.dest for a in parser._actions if a.option_strings}
-    if isinstance(data.get("args"), dict):  # a run's config.json
-        flags = {k: v for k, v in data["args"].items() if k not in INVOCATION_ONLY}
-    else:
-        flags = {k.lstrip("-"): v for k, v in data.items()}
-        typed_only = sorted(set(flags) & set(INVOCATION_ONLY))
-        if typed_only:
-            raise ValueError(f"{', '.join('--' + k for k in typed_only)} must be typed on the command line")
-    unknown = sorted(set(flags) - known)
-    if unknown:
-        raise ValueError(f"unknown flag{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} (train.py --help "
-                         f"lists the flags)")
-    if "args" not in data:
-        return flags, {k for k, v in flags.items() if v is not None}
-    defaults = vars(parser.parse_args([]))
-    for name in RESOLVED:
-        if flags.get(name) is not None:
-            probe = argparse.Namespace(**{**defaults, **flags, name: None, "experiment_name": "x"})
-            if getattr(resolve_defaults(probe), name) == flags[name]:
-                flags[name] = None
-    return flags, {k for k, v in flags.items() if v != defaults[k]}
-
-
-def with_presets(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[argparse.Namespace, set[str]]:
-    """Parse ``argv`` on top of the flags of --preset and --config (applied in that order, so typed flags win);
-    returns the arguments and the flags that count as typed (the typed ones, the preset's, the file's)."""
-    args = parser.parse_args(argv)
-    explicit = explicit_flags(argv) - {"preset", "config"}
-    actions = {a.dest: a for a in parser._actions if a.option_strings}
-    base: list[str] = []
-    sources = [(f"--preset {args.preset}", lambda: (preset_flags(args.preset), None))] if args.preset else []
-    if args.config:
-        sources.append((f"--config {args.config}", lambda: read_flag_file(args.config, parser)))
-    for where, read in sources:
-        try:
-            flags, typed = read()
-            tokens = to_argv(flags, actions)
-        except ValueError as e:
-            parser.error(f"{where}: {e}")
-        check = build_parser()
-        check.error = lambda message, where=where: parser.error(f"{where}: {message}")
-        check.parse_args(tokens)  # a bad value in the file is reported against the file
-        base += tokens
-        explicit |= set(flags) if typed is None else typed
-    if base:
-        args = parser.parse_args(base + argv)
-    del args.preset, args.config  # resolved into the other flags; the run's config.json records the command
-    return args, explicit
-
-
 def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Fill the dataset-dependent defaults (the generic flag, else the dataset's own flag, else the dataset's
     default from `perceiver.data.DATASET_DEFAULTS`), milestones and the run name."""
@@ -459,7 +380,7 @@ def ignored_flags(args: argparse.Namespace, explicit: set[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args, explicit = with_presets(parser, argv)
+    args, explicit = with_presets(build_parser, argv, resolve=resolve_defaults)
     resolve_defaults(args)
     validate(parser, args, explicit)
     if not args.resume:

@@ -6,7 +6,7 @@ import shlex
 import pytest
 
 import train
-from perceiver.presets import PRESETS
+from perceiver.presets import PRESETS, with_presets
 
 # The three commands of the specification (shared/spec/seed-readme.md, "Esperimenti"), copied verbatim.
 SPEC_EXPERIMENTS = {
@@ -100,7 +100,7 @@ def spec_argv(name: str) -> list[str]:
 
 def resolved(argv):
     """What train.py would run with: the parsed, dataset-resolved arguments and the flags counted as typed."""
-    args, explicit = train.with_presets(train.build_parser(), argv)
+    args, explicit = with_presets(train.build_parser, argv, resolve=train.resolve_defaults)
     return vars(train.resolve_defaults(args)), explicit
 
 
