@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from perceiver.data import DATASET_DEFAULTS, DATASETS, add_data_args, build_dataset, validate_data_args
+from perceiver.components import eval_view
+from perceiver.data import AUTO_AUGMENT, DATASET_DEFAULTS, DATASETS, add_data_args, build_dataset, validate_data_args
 from perceiver.data import cifar10 as cifar_module
 from perceiver.data import download as download_module
 from perceiver.data import points as points_module
+from perceiver.data.augment import AutoAugment
 from perceiver.data.images import grid_positions, random_crop_flip
 from perceiver.errors import DataError
 
@@ -147,6 +149,58 @@ def test_random_crop_flip_shifts_content():
         assert found
     flips = {torch.equal(random_crop_flip(image, pad=0), image.flip(1)) for _ in range(20)}
     assert flips == {True, False}  # pad 0: only the flip, about half the time
+
+
+@pytest.mark.parametrize("name", AUTO_AUGMENT[1:])
+def test_auto_augment_policy(name):
+    image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    policy = AutoAugment(name)
+
+    def draws(seed):
+        torch.manual_seed(seed)
+        return [policy(image) for _ in range(12)]
+
+    first = draws(0)
+    assert all(out.shape == (32, 32, 3) and out.dtype == torch.uint8 for out in first)
+    assert all(torch.equal(a, b) for a, b in zip(first, draws(0)))  # reproducible from torch's global seed
+    assert not all(torch.equal(a, b) for a, b in zip(first, draws(1)))
+    changed = [not torch.equal(out, image) for out in first]
+    assert sum(changed) >= 6  # most draws alter the image (TrivialAugment's identity op is 1 in 31)
+    with pytest.raises(ValueError, match="uint8"):
+        policy(image.float())
+
+
+def test_randaugment_settings_reach_torchvision():
+    assert (AutoAugment("randaugment").policy.num_ops, AutoAugment("randaugment").policy.magnitude) == (2, 9)
+    policy = AutoAugment("randaugment", num_ops=1, magnitude=4).policy
+    assert (policy.num_ops, policy.magnitude) == (1, 4)
+    with pytest.raises(ValueError, match="unknown augmentation policy"):
+        AutoAugment("cutout")
+
+
+@pytest.mark.parametrize("name", ["trivial", "randaugment"])
+def test_cifar_auto_augment_on_the_grid_before_permuting(tmp_path, name):
+    write_cifar(tmp_path)
+    flags = dict(dataset="cifar10", data_dir=str(tmp_path), auto_augment=name, crop_padding=2)
+    grid = build_dataset(ns(**flags))
+    permuted = build_dataset(ns(permute_pixels=True, **flags))
+    crop_flip = build_dataset(ns(dataset="cifar10", data_dir=str(tmp_path), crop_padding=2))
+    perm = permuted.permutation
+    differs = 0
+    for seed in range(16):
+        torch.manual_seed(seed)
+        x_grid = grid.train[seed % 20][0]
+        torch.manual_seed(seed)
+        x_perm = permuted.train[seed % 20][0]
+        # the same draws on the image grid, then the fixed permutation: geometric ops act on true neighbours
+        assert torch.equal(x_perm, x_grid[perm])
+        torch.manual_seed(seed)
+        differs += not torch.equal(x_grid, crop_flip.train[seed % 20][0])  # same crop and flip, then the policy
+    assert differs >= 12
+    # evaluation items are never augmented: the test split and the validation view of the training set
+    plain = build_dataset(ns(dataset="cifar10", data_dir=str(tmp_path), no_augment=True))
+    assert torch.equal(grid.test[0][0], plain.test[0][0])
+    assert torch.equal(eval_view(grid.train)[0][0], plain.train[0][0])
 
 
 def test_cifar_corrupt_batch_names_the_file(tmp_path):
@@ -382,6 +436,13 @@ def test_flag_defaults_and_dataset_defaults():
     ["--dataset", "cifar10", "--modelnet40_rotate"],
     ["--dataset", "modelnet40", "--modelnet40_rotate", "--no_augment"],
     ["--dataset", "shapes2d", "--shapes_train_size", "5"],
+    ["--dataset", "shapes2d", "--auto_augment", "trivial"],
+    ["--dataset", "cifar10", "--auto_augment", "trivial", "--no_augment"],
+    ["--dataset", "cifar10", "--auto_augment", "bogus"],
+    ["--dataset", "cifar10", "--auto_augment", "trivial", "--randaugment_magnitude", "5"],
+    ["--dataset", "cifar10", "--randaugment_ops", "1"],
+    ["--dataset", "cifar10", "--auto_augment", "randaugment", "--randaugment_magnitude", "31"],
+    ["--dataset", "cifar10", "--auto_augment", "randaugment", "--randaugment_ops", "0"],
 ])
 def test_validate_rejects(argv, capsys):
     with pytest.raises(SystemExit):
@@ -393,6 +454,8 @@ def test_validate_accepts():
     parse(["--dataset", "shapes2d", "--permute_pixels", "--permute_pixels_seed", "3"])
     parse(["--dataset", "modelnet40", "--modelnet40_num_points", "1024", "--modelnet40_rotate",
            "--modelnet40_jitter", "0.01"])
+    args = parse(["--auto_augment", "randaugment", "--randaugment_ops", "1", "--randaugment_magnitude", "5"])
+    assert (args.auto_augment, args.randaugment_ops, args.randaugment_magnitude) == ("randaugment", 1, 5)
 
 
 

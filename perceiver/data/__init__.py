@@ -15,6 +15,7 @@ import torch
 
 DATASETS = ("cifar10", "modelnet40", "shapes2d", "shapes3d")
 POINT_CLOUD_DATASETS = ("modelnet40", "shapes3d")
+AUTO_AUGMENT = ("none", "trivial", "randaugment", "autoaugment")  # torchvision policies, see augment.py
 
 # Per-dataset training defaults that train.py reads when its own flags are left unset. CIFAR-10 and ModelNet40
 # follow the paper; the built-in sets are sized for a CPU smoke run (32x32 images need no more than the
@@ -81,12 +82,21 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--permute_pixels_seed", type=int, default=42,
                    help="seed of the pixel permutation (default: %(default)s)")
     g.add_argument("--no_augment", action="store_true",
-                   help="turn off training augmentation (CIFAR-10 crop+flip, ModelNet40 scaling; the built-in "
-                        "datasets are never augmented) (default: %(default)s)")
+                   help="turn off training augmentation (CIFAR-10 crop, flip and --auto_augment, ModelNet40 "
+                        "scaling; the built-in datasets are never augmented) (default: %(default)s)")
     g.add_argument("--crop_padding", type=int, default=0,
                    help="CIFAR-10 training augmentation: random crops of the image padded by this many pixels "
                         "besides the horizontal flips; 0 = flips only, best for short budgets (10 CPU-minutes: "
                         "0.51 vs 0.48 test accuracy); use 4 for long runs (default: %(default)s)")
+    g.add_argument("--auto_augment", choices=AUTO_AUGMENT, default="none",
+                   help="CIFAR-10 training augmentation after the crop and flip: torchvision's TrivialAugmentWide, "
+                        "RandAugment (see --randaugment_ops/--randaugment_magnitude) or the AutoAugment CIFAR-10 "
+                        "policy (default: %(default)s)")
+    g.add_argument("--randaugment_ops", type=int, default=None,
+                   help="--auto_augment randaugment: operations per image (default: %(default)s = torchvision's 2)")
+    g.add_argument("--randaugment_magnitude", type=int, default=None,
+                   help="--auto_augment randaugment: magnitude of every operation, 0..30 "
+                        "(default: %(default)s = torchvision's 9)")
     g.add_argument("--modelnet40_rotate", action="store_true",
                    help="ModelNet40 training augmentation: random rotation about the up (+y) axis "
                         "(default: %(default)s)")
@@ -118,6 +128,18 @@ def validate_data_args(parser: argparse.ArgumentParser, args: argparse.Namespace
                      f"got {args.modelnet40_num_points}")
     if not 0 <= args.crop_padding <= 16:
         parser.error(f"--crop_padding must be in 0..16 pixels, got {args.crop_padding}")
+    if args.auto_augment != "none" and args.dataset != "cifar10":
+        parser.error(f"--auto_augment applies to --dataset cifar10 only, not {args.dataset}")
+    if args.auto_augment != "none" and args.no_augment:
+        parser.error(f"--auto_augment {args.auto_augment} is a training augmentation: drop it or --no_augment")
+    randaugment_given = args.randaugment_ops is not None or args.randaugment_magnitude is not None
+    if randaugment_given and args.auto_augment != "randaugment":
+        parser.error(f"--randaugment_ops/--randaugment_magnitude need --auto_augment randaugment, "
+                     f"not {args.auto_augment}")
+    if args.randaugment_ops is not None and args.randaugment_ops < 1:
+        parser.error(f"--randaugment_ops must be >= 1, got {args.randaugment_ops}")
+    if args.randaugment_magnitude is not None and not 0 <= args.randaugment_magnitude <= 30:
+        parser.error(f"--randaugment_magnitude must be in 0..30, got {args.randaugment_magnitude}")
     if args.modelnet40_jitter < 0:
         parser.error(f"--modelnet40_jitter is a standard deviation and must be >= 0, got {args.modelnet40_jitter}")
     uses_modelnet_aug = args.modelnet40_rotate or args.modelnet40_jitter > 0
@@ -159,4 +181,5 @@ def build_dataset(args: argparse.Namespace) -> DataBundle:
     return getattr(module, func_name)(opts)
 
 
-__all__ = ["DATASETS", "DATASET_DEFAULTS", "PER_DATASET_FLAGS", "DataBundle", "add_data_args", "build_dataset", "validate_data_args"]
+__all__ = ["AUTO_AUGMENT", "DATASETS", "DATASET_DEFAULTS", "PER_DATASET_FLAGS", "DataBundle", "add_data_args",
+           "build_dataset", "validate_data_args"]

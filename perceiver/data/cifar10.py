@@ -17,6 +17,7 @@ from torchvision.datasets import CIFAR10
 
 from ..errors import DataError
 from . import DataBundle
+from .augment import AutoAugment
 from .download import fetch_archive
 from .images import ImageTokens, image_bundle_fields
 
@@ -125,12 +126,16 @@ def load_cifar10(data_dir: str | Path, *, download: bool = True) -> tuple[dict, 
 
 
 def build_cifar10(args: argparse.Namespace) -> DataBundle:
-    """The CIFAR-10 bundle for the `data` flags (data_dir, permute_pixels[_seed], no_augment)."""
+    """The CIFAR-10 bundle for the `data` flags (data_dir, permute_pixels[_seed], no_augment, crop_padding,
+    auto_augment, randaugment_*)."""
     splits, class_names, source = load_cifar10(args.data_dir)
     fields = image_bundle_fields(splits["train"][0], permute=args.permute_pixels,
                                  permute_seed=args.permute_pixels_seed)
     common = {"mean": MEAN, "std": STD, "permutation": fields["permutation"]}
-    train = ImageTokens(*splits["train"], augment=not args.no_augment, pad=args.crop_padding, **common)
+    policy = None if args.auto_augment == "none" else AutoAugment(
+        args.auto_augment, num_ops=args.randaugment_ops, magnitude=args.randaugment_magnitude)
+    train = ImageTokens(*splits["train"], augment=not args.no_augment, pad=args.crop_padding, policy=policy,
+                        **common)
     test = ImageTokens(*splits["test"], augment=False, **common)
     return DataBundle(name="cifar10", train=train, test=test, num_classes=len(class_names),
                       class_names=class_names, mean=MEAN, std=STD, source=source, **fields)

@@ -40,8 +40,8 @@ def device_data_reason(dataset) -> str | None:
     if type(base) not in (ImageTokens, PointClouds):
         return f"{type(base).__name__} is not an image or point-cloud dataset of this package"
     policy = getattr(base, "policy", None)
-    if policy:
-        return f"the augmentation policy {policy!r} runs per image on the CPU"
+    if policy is not None and getattr(base, "augment", False):
+        return f"the augmentation policy {type(policy).__name__} runs per image on the CPU"
     return None
 
 

@@ -1,11 +1,13 @@
 """Images as token sets: pixel grid positions, the fixed pixel permutation, crop/flip augmentation, and the
-`ImageTokens` dataset shared by CIFAR-10 and shapes2d.
+`ImageTokens` dataset shared by CIFAR-10 and shapes2d (the torchvision policies are in `augment.py`).
 
 An image becomes `H*W` tokens of `C` channels in row-major pixel order; with a permutation, token `i` is
 row-major pixel `permutation[i]`, and the positions are permuted the same way so each pixel keeps its position.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import torch
@@ -39,13 +41,17 @@ def random_crop_flip(image: torch.Tensor, *, pad: int) -> torch.Tensor:
 class ImageTokens(Dataset):
     """uint8 images (n, H, W, C) served as normalised float32 tokens (H*W, C), optionally augmented and permuted.
 
+    With `augment`, each training item is randomly cropped (`pad` > 0) and flipped, then passed through `policy`
+    (an `(H, W, C) -> (H, W, C)` uint8 callable such as `augment.AutoAugment`) when one is given; all of it happens
+    on the image grid, before the tokens are permuted.
+
     The raw arrays stay accessible for probes and displays: `images` (n, H, W, C) uint8, `labels` (n,) int64, and
     `masks` (n, H, W) bool where the dataset knows where the object is (shapes2d).
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, *, mean: tuple[float, ...], std: tuple[float, ...],
                  permutation: torch.Tensor | None = None, augment: bool = False, pad: int = 4,
-                 masks: np.ndarray | None = None):
+                 policy: Callable[[torch.Tensor], torch.Tensor] | None = None, masks: np.ndarray | None = None):
         if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
             raise ValueError(f"expected uint8 images (n, H, W, C) and n labels, got {images.dtype} {images.shape} "
                              f"and {len(labels)} labels")
@@ -55,6 +61,7 @@ class ImageTokens(Dataset):
         self.permutation = permutation
         self.augment = augment
         self.pad = pad
+        self.policy = policy
         # Normalising in [0, 1] units: x = (pixel / 255 - mean) / std, i.e. pixel * scale + shift.
         self._scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32))
         self._shift = -torch.tensor(mean, dtype=torch.float32) / torch.tensor(std, dtype=torch.float32)
@@ -66,6 +73,8 @@ class ImageTokens(Dataset):
         image = torch.from_numpy(self.images[index])  # (H, W, C) uint8
         if self.augment:
             image = random_crop_flip(image, pad=self.pad)
+            if self.policy is not None:
+                image = self.policy(image)  # (H, W, C) uint8
         channels = image.shape[-1]
         x = image.reshape(-1, channels).float() * self._scale + self._shift  # (H*W, C), row-major pixels
         if self.permutation is not None:
