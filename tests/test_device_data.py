@@ -128,3 +128,10 @@ def test_train_py_with_device_data_on_cpu(run_train):
     run = RunDir(res.run_dir)
     assert run.read_config()["data_on_device"] is True and "batches served from device memory" in res.out
     assert len(run.read_metrics()) == 2
+
+
+def test_a_cpu_augmentation_policy_keeps_the_dataloader_but_not_for_evaluation():
+    from perceiver.data.augment import AutoAugment
+    train = image_set(augment=True, policy=AutoAugment("trivial"))
+    assert "policy" in device_data_reason(train)
+    assert device_data_reason(eval_view(train)) is None  # evaluation never applies it
