@@ -84,3 +84,14 @@ def run_train(tmp_path):
     def _run(args, **kw):
         return run_train_in(tmp_path / "logs", args, **kw)
     return _run
+
+
+def bundle_of(run_dir: Path):
+    """The DataBundle a run was trained on, rebuilt from its config.json."""
+    import argparse
+    import json
+
+    from perceiver.data import build_dataset
+
+    args = json.loads((run_dir / "config.json").read_text())["args"]
+    return build_dataset(argparse.Namespace(**args))

@@ -1,7 +1,6 @@
 """The installable package: its public API (with the docstring example run as a doctest), `load_model` on a run
 directory and on a checkpoint file, `prepare_input` on every input form, and the wheel that `pip install .` builds
 (its files, and that it imports from outside the repository)."""
-import argparse
 import doctest
 import json
 import os
@@ -16,9 +15,8 @@ import torch
 from PIL import Image
 
 import perceiver
-from conftest import REPO, run_train_in
+from conftest import REPO, bundle_of, run_train_in
 from perceiver import InputFacts, Perceiver, PerceiverConfig, load_model, prepare_input
-from perceiver.data import build_dataset
 from perceiver.errors import CheckpointError, InputError
 
 
@@ -31,11 +29,6 @@ def runs(tmp_path_factory):
         assert res.code == 0, res.err
         out[name] = res.run_dir
     return out
-
-
-def bundle_of(run_dir):
-    args = json.loads((run_dir / "config.json").read_text())["args"]
-    return build_dataset(argparse.Namespace(**args))
 
 
 def test_public_api_and_docstring_example():

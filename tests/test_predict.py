@@ -1,7 +1,6 @@
 """python -m perceiver.predict: a run's own test images saved as PNG get exactly the logits evaluation computed for
 them (plain, permuted with a learned encoding, point clouds from .npy and .txt), one line per file, bad files
 reported one line each while the others are classified, --topk, --save_attention, flag errors."""
-import argparse
 import json
 import subprocess
 import sys
@@ -12,9 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, _subprocess_env, run_train_in
+from conftest import REPO, _subprocess_env, bundle_of, run_train_in
 from perceiver import load_model, prepare_input
-from perceiver.data import build_dataset
 from perceiver.predict import main as predict
 
 
@@ -29,11 +27,6 @@ def runs(tmp_path_factory):
         assert res.code == 0, res.err
         out[name] = res.run_dir
     return out
-
-
-def bundle_of(run_dir):
-    args = json.loads((run_dir / "config.json").read_text())["args"]
-    return build_dataset(argparse.Namespace(**args))
 
 
 def run_predict(argv, capsys):
