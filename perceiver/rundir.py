@@ -422,6 +422,8 @@ class RunDir:
         """How to carry on after a failed write has been fixed."""
         if self.last_checkpoint.is_file():
             return f"python train.py --resume {self.path}"
+        if self.best_checkpoint.is_file():  # written just before the first last.pt, which failed: same state
+            return f"python train.py --resume {self.best_checkpoint}"
         return "run the same command again with --overwrite (no checkpoint was saved yet)"
 
     @contextmanager

@@ -283,14 +283,23 @@ def test_disk_that_stays_full_reports_the_first_failure_not_the_status_write(tmp
     assert load_checkpoint(run.last_checkpoint)["epoch"] == 1 and tmp_files(run.path) == []
 
 
-def test_first_checkpoint_failing_says_to_start_again(tmp_path, monkeypatch):
+@pytest.mark.parametrize("target", ["best.pt", "last.pt"])
+def test_first_checkpoint_failing_says_how_to_carry_on(tmp_path, monkeypatch, target):
     logs = tmp_path / "logs"
-    DiskFull(monkeypatch, "last.pt", "replace")
-    res = run_train_in(logs, ["--epochs", "1"])
+    DiskFull(monkeypatch, target, "replace")
+    res = run_train_in(logs, ["--epochs", "2"])
+    monkeypatch.undo()
+    run = RunDir(res.run_dir)
     lines = res.err.strip().splitlines()
-    assert res.code == 1 and len(lines) == 1
-    assert lines[0].endswith("then run the same command again with --overwrite (no checkpoint was saved yet)")
-    assert not RunDir(res.run_dir).last_checkpoint.exists() and tmp_files(res.run_dir) == []
+    assert res.code == 1 and len(lines) == 1 and not run.last_checkpoint.exists() and tmp_files(run.path) == []
+    if target == "best.pt":  # nothing saved: start again
+        assert lines[0].endswith("then run the same command again with --overwrite (no checkpoint was saved yet)")
+        again = run_train_in(logs, ["--epochs", "2", "--overwrite"])
+    else:  # best.pt of epoch 1 was written just before: resume from it
+        assert lines[0].endswith(f"then python train.py --resume {run.best_checkpoint}"), lines[0]
+        again = run_train_in(logs, ["--resume", str(run.best_checkpoint)], tiny=False)
+    assert again.code == 0, again.err
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2]
 
 
 def _refuse_mkdir_under(monkeypatch, folder: Path):
