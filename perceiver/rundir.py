@@ -176,7 +176,7 @@ def read_jsonl(path: str | os.PathLike, *, skip: Callable[[str], None] | None = 
             rows.append(row)
             continue
         if i == last:
-            why = "an incomplete last line: the writer stopped in the middle of it"
+            why = "an incomplete last line, cut off while it was written"
         if skip is not None:
             skip(f"line {i + 1} of {path} ({why})")
         elif i != last:
