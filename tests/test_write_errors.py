@@ -356,3 +356,22 @@ def test_full_disk_in_the_visualizer_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "training_dashboard.png" in err[0] and "ENOSPC" in err[0], err
     assert tmp_files(run.path) == [] and not (run.plots_dir / "training_dashboard.png").exists()
+
+
+def test_overwrite_that_cannot_delete_is_one_line(tmp_path, monkeypatch):
+    logs = tmp_path / "logs"
+    first = run_train_in(logs, ["--epochs", "1"])
+    assert first.code == 0, first.err
+    run = RunDir(first.run_dir)
+    real = os.unlink
+
+    def unlink(path, *a, **kw):
+        if Path(path).name == "metrics.jsonl":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    res = run_train_in(logs, ["--epochs", "1", "--overwrite"])
+    lines = res.err.strip().splitlines()
+    assert res.code == 1 and len(lines) == 1, res.err
+    assert lines[0] == f"error: could not delete {run.metrics_path}: Permission denied (EACCES); make {run.path} writable"
