@@ -4,6 +4,7 @@ drawn and the script exits 0; never a traceback. The trainer, which rewrites met
 a damaged middle line instead (dropping it would lose that epoch's row for good)."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,13 +61,15 @@ def script_args(script: str, run: RunDir) -> list[str]:
         return ["--output_dir", str(run.path), "--enhanced_attention", "--dpi", "40"]
     if script == "visualize_attention":
         return ["--logs_dir", str(run.path), "--create_evolution", "--dpi", "40"]
+    if script == "explorer":
+        return ["--logs_dir", str(run.path), "--html"]
     return ["--logs_dir", str(run.path), "--formats", "png", "--dpi", "40", "--alphas", "0.5", "1.0"]
 
 
 CLI = {"visualize_results": visualize_results.cli, "visualize_attention": visualize_attention.cli,
-       "demo_visualizations": demo_visualizations.cli}
+       "demo_visualizations": demo_visualizations.cli, "explorer": visualize_attention.cli}  # explorer: --html
 READS = {"visualize_results": {"npz", "jsonl"}, "visualize_attention": {"npz"},
-         "demo_visualizations": {"npz", "jsonl"}}
+         "demo_visualizations": {"npz", "jsonl"}, "explorer": {"npz", "jsonl"}}
 
 
 CASES = [pytest.param(script, kind, marks=[pytest.mark.slow] if script == "demo_visualizations" and
@@ -91,6 +94,9 @@ def test_damaged_file_is_skipped_with_one_warning_and_the_rest_drawn(tmp_path, c
         report = json.loads((plots / "training_metrics.json").read_text())
         assert report["epochs_completed"] == (EPOCHS if npz_damaged else EPOCHS - 1)
         assert report["attention_epochs"] == ([1, 6] if npz_damaged else [1, 3, 6])
+    elif script == "explorer":
+        page = (plots / "explorer.html").read_text()
+        assert set(re.findall(r'"epoch":(\d+)', page)) == ({"1", "6"} if npz_damaged else {"1", "3", "6"})
     elif script == "visualize_attention":
         for e in ATTENTION:
             assert (plots / f"comprehensive_epoch_{e}_analysis.png").exists() == (e != 3 or not npz_damaged)
@@ -182,7 +188,7 @@ def test_attention_file_with_inconsistent_arrays(tmp_path):
 
 
 def test_resume_refuses_a_damaged_middle_line_and_drops_a_torn_last_one(run_train):
-    stopped = run_train(["--epochs", "3"], env={"PERCEIVER_FAULT": "sigint_step:10"})  # in epoch 3 of 3
+    stopped = run_train(["--epochs", "3"], faults="sigint_step:10")  # in epoch 3 of 3
     assert stopped.code == 130, stopped.err
     run = RunDir(stopped.run_dir)
     good = run.metrics_path.read_text()

@@ -16,7 +16,7 @@ import torch
 
 from conftest import run_train_in
 from perceiver.checkpoint import load_checkpoint, save_checkpoint
-from perceiver.engine import TIMING_FIELDS
+from perceiver.rundir import TIMING_FIELDS
 from perceiver.errors import WriteError
 from perceiver.rundir import RunDir, append_jsonl, atomic_write_json, read_jsonl, save_attention
 from perceiver.tracking import close_logging, setup_logging
@@ -287,14 +287,15 @@ def test_disk_that_stays_full_reports_the_first_failure_not_the_status_write(tmp
 def test_first_checkpoint_failing_says_how_to_carry_on(tmp_path, monkeypatch, target):
     logs = tmp_path / "logs"
     DiskFull(monkeypatch, target, "replace")
-    res = run_train_in(logs, ["--epochs", "2"])
+    args = ["--epochs", "2", "--val_split", "0.25"]  # best.pt follows the validation accuracy
+    res = run_train_in(logs, args)
     monkeypatch.undo()
     run = RunDir(res.run_dir)
     lines = res.err.strip().splitlines()
     assert res.code == 1 and len(lines) == 1 and not run.last_checkpoint.exists() and tmp_files(run.path) == []
     if target == "best.pt":  # nothing saved: start again
         assert lines[0].endswith("then run the same command again with --overwrite (no checkpoint was saved yet)")
-        again = run_train_in(logs, ["--epochs", "2", "--overwrite"])
+        again = run_train_in(logs, args + ["--overwrite"])
     else:  # best.pt of epoch 1 was written just before: resume from it
         assert lines[0].endswith(f"then python train.py --resume {run.best_checkpoint}"), lines[0]
         again = run_train_in(logs, ["--resume", str(run.best_checkpoint)], tiny=False)

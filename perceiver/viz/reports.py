@@ -47,7 +47,8 @@ def forget_skipped() -> None:
     _skipped.clear()
 
 
-def _unreadable(err: RunDirError) -> None:
+def skip_unreadable(err: RunDirError) -> None:
+    """Warn about an attention file that cannot be read: `skip` for a damaged one, the message otherwise."""
     if isinstance(err, DamagedFileError):
         skip(f"{err.path} ({err.reason})")
     else:
@@ -60,7 +61,7 @@ def load_readable(run: RunDir, epochs) -> tuple[int, AttentionSnapshot] | None:
         try:
             return e, run.load_attention(e)
         except RunDirError as err:
-            _unreadable(err)
+            skip_unreadable(err)
     return None
 
 
@@ -262,7 +263,7 @@ def fixed_latent_views(run: RunDir, epochs: list[int], opts: AttentionOptions, s
         try:
             snap = run.load_attention(e)
         except RunDirError as err:
-            _unreadable(err)
+            skip_unreadable(err)
             continue
         v = _view(snap, opts, stage, latent)
         if latent == "auto":
@@ -286,7 +287,7 @@ def render_attention(run: RunDir, out_dir: Path | None = None, opts: AttentionOp
             try:
                 snap = run.load_attention(e)
             except RunDirError as err:
-                _unreadable(err)
+                skip_unreadable(err)
                 continue
             for stage in _stages(snap, opts):
                 view = _view(snap, opts, stage)
