@@ -24,10 +24,12 @@ weights_only=True)`` (no arbitrary code runs when a file is opened)::
     torch_version  the PyTorch that wrote it
 
 `model_weights(state)` picks the weights to evaluate or deploy: the average when there is one. Files are written
-with `perceiver.rundir.atomic_write`: a crash mid-save leaves the previous checkpoint intact.
+with `perceiver.rundir.atomic_write`: a crash or a failed write (disk full) mid-save leaves the previous checkpoint
+intact and no temporary file.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from pathlib import Path
@@ -37,7 +39,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError
-from .rundir import atomic_write
+from .rundir import RunDir, atomic_write
 
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "model_config", "model", "optimizer", "epoch", "global_step", "args")
@@ -64,7 +66,11 @@ def model_weights(state: dict) -> dict:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    atomic_write(path, lambda f: torch.save(state, f))
+    """Write ``state`` atomically; a failed write (disk full, ...) is one `WriteError` line, the old file intact."""
+    path = Path(path)
+    in_run = path.parent.name == "checkpoints"  # <run>/checkpoints/X.pt: the error says how to resume that run
+    with RunDir(path.parent.parent).writing() if in_run else contextlib.nullcontext():
+        atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:

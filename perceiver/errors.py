@@ -1,7 +1,7 @@
 """Errors that the command-line scripts turn into one clear line (no traceback).
 
-Raise these for problems a user can fix (a missing or corrupt file, an incompatible checkpoint); the scripts
-catch `PerceiverError`, print `error: <message>` to stderr and exit with code 1. Messages name the file and
+Raise these for problems a user can fix (a missing or corrupt file, an incompatible checkpoint, a full disk); the
+scripts catch `PerceiverError`, print `error: <message>` to stderr and exit with code 1. Messages name the file and
 the fix.
 """
 import argparse
@@ -25,6 +25,19 @@ class RunDirError(PerceiverError):
 
 class InputError(PerceiverError, ValueError):
     """An input to classify (an image or point-cloud file or array) cannot be read or does not fit the model."""
+
+
+class WriteError(PerceiverError):
+    """A file could not be written (disk full, no permission, read-only file system); its previous version is
+    intact and no partial file is left."""
+
+
+class DamagedFileError(RunDirError):
+    """A run-directory file exists but cannot be read (truncated, overwritten); readers that only draw skip it."""
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from .errors import CheckpointError, RunDirError
-from .rundir import RunDir
+from .rundir import RunDir, write_error
 
 #: flags that a resumed run may change: they do not touch the weights, the data order or the schedule.
 RESUME_OVERRIDES = frozenset({
@@ -78,12 +78,15 @@ def clear_run(run: RunDir) -> list[str]:
     removed = []
     for name in RUN_ENTRIES:
         path = run.path / name
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.is_dir():
-            shutil.rmtree(path)
-        else:
-            continue
+        try:
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)
+            else:
+                continue
+        except OSError as e:  # no permission: one line, not a traceback
+            raise write_error(path, e, verb="delete") from None
         removed.append(name)
     return removed
 

@@ -19,21 +19,26 @@ Layout::
 
 Every file is written atomically (temporary file in the same folder, fsync, rename), so a crash leaves the
 previous version intact and no partial file behind. JSON-lines files are appended one whole line per write;
-the reader skips a torn last line (a crash mid-append) instead of failing.
+the reader skips a torn last line (a crash mid-append) instead of failing. A write that fails (disk full, no
+permission, read-only file system) removes what it wrote and raises `WriteError`, one line naming the file, the
+system's reason and the fix. Readers that only draw (the visualizers) pass ``skip=`` to skip a damaged line or
+attention file with a warning; the trainer does not, since resuming over a damaged history would lose rows.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .errors import RunDirError
+from .errors import DamagedFileError, RunDirError, WriteError
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -44,14 +49,49 @@ ATTENTION_PATTERN = "epoch_{:04d}.npz"
 # --------------------------------------------------------------------------------------------------- helpers
 
 
+def write_error(path: str | os.PathLike, exc: OSError, *, verb: str = "write") -> WriteError:
+    """One line for a failed write: the file, the system's reason with its errno name, and the fix."""
+    name = errno.errorcode.get(exc.errno, "") if exc.errno else ""
+    reason = (exc.strerror or str(exc) or type(exc).__name__) + (f" ({name})" if name else "")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some disk space"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = f"make {Path(path).parent} writable"
+    else:
+        fix = "check the disk"
+    return WriteError(f"could not {verb} {path}: {reason}; {fix}")
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``: torch.save, for one, reports a failed write as a RuntimeError raised from it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _remove(path: str | os.PathLike) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binary: bool = True) -> None:
     """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it over ``path``.
 
-    The rename is atomic on POSIX, so readers see either the old file or the complete new one.
+    The rename is atomic on POSIX, so readers see either the old file or the complete new one. A failed write
+    (in ``write``, the flush, fsync or rename) removes the temporary file; an `OSError` becomes `WriteError`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise write_error(path, e) from None
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600 files; run files should read like any other
         with os.fdopen(fd, "wb" if binary else "w") as f:
@@ -59,11 +99,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binar
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as e:
+        _remove(tmp)
+        cause = _os_error(e) if isinstance(e, Exception) else None
+        if cause is not None:
+            raise write_error(path, cause) from None
         raise
 
 
@@ -82,34 +122,66 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
-    """Append one JSON line with a single write, then flush and fsync.
+    """Append one JSON line, then fsync; a failed write is cut back off, so no partial line stays behind.
 
-    One ``write`` of the whole line means a crash can only tear the last line, which `read_jsonl` skips.
+    Should even the cut fail, the line is the file's last and `read_jsonl` drops a torn last line.
     """
-    line = json.dumps(_jsonable(obj), sort_keys=True, allow_nan=False) + "\n"
-    with open(path, "a") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSON-lines file, skipping a torn (incomplete) last line; an absent file reads as empty."""
+    data = (json.dumps(_jsonable(obj), sort_keys=True, allow_nan=False) + "\n").encode()
     try:
-        with open(path) as f:
-            lines = f.read().split("\n")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise write_error(path, e) from None
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:  # a full disk can accept part of a write before it fails
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as e:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise write_error(path, e) from None
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: str | os.PathLike, *, skip: Callable[[str], None] | None = None) -> list[dict]:
+    """The objects of a JSON-lines file; an absent file reads as empty.
+
+    A torn last line (a crash mid-append) is dropped. Any other line that is not a JSON object raises
+    `DamagedFileError` naming the file and line, unless ``skip`` is given: then ``skip("line N of PATH (why)")``
+    is called for every bad line, the torn last one included, and the other rows are returned.
+    """
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")
     except FileNotFoundError:
         return []
+    except OSError as e:
+        raise RunDirError(f"could not read {path}: {e.strerror or e}") from None
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     rows = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i >= len(lines) - 2:  # the last line, torn by a crash mid-append: the run goes on without it
-                break
-            raise RunDirError(f"{path}: line {i + 1} is not valid JSON; the file is corrupt") from None
+            row = json.loads(line.decode("utf-8"))
+            why = None if isinstance(row, dict) else f"a JSON {type(row).__name__}, not an object"
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            why = "not valid JSON"
+        if why is None:
+            rows.append(row)
+            continue
+        if i == last:
+            why = "an incomplete last line, cut off while it was written"
+        if skip is not None:
+            skip(f"line {i + 1} of {path} ({why})")
+        elif i != last:
+            raise DamagedFileError(path, f"line {i + 1} is {why}; the file is damaged: restore it, or delete that "
+                                         f"line to keep the other rows")
     return rows
 
 
@@ -258,15 +330,24 @@ def save_attention(path: str | os.PathLike, snap: AttentionSnapshot) -> None:
 
 
 def load_attention(path: str | os.PathLike) -> AttentionSnapshot:
+    """Read one attention file; a damaged one raises `DamagedFileError` naming it (visualizers skip it)."""
+    bad = "not a readable attention file"
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head != b"PK\x03\x04":  # np.load would try unpickling anything that is not a zip or .npy file
+            what = "it starts with other bytes" if head else "it is empty"
+            raise DamagedFileError(path, f"{bad}: not an .npz archive ({what})")
         with np.load(path, allow_pickle=False) as z:
             d = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise RunDirError(f"{path} does not exist; train with --save_attention_maps to write attention files") from None
+    except DamagedFileError:
+        raise
     except Exception as e:  # zipfile.BadZipFile, ValueError, EOFError, OSError: a damaged file
-        raise RunDirError(f"{path} is not a readable attention file ({type(e).__name__}: {e})") from None
+        raise DamagedFileError(path, f"{bad}: {type(e).__name__}: {' '.join(str(e).split())[:160]}") from None
     try:
-        return AttentionSnapshot(
+        snap = AttentionSnapshot(
             epoch=int(d["epoch"]),
             kind=str(d["kind"]),
             cross=d["cross"],
@@ -282,7 +363,16 @@ def load_attention(path: str | os.PathLike) -> AttentionSnapshot:
             extra={k[len("extra_"):]: v for k, v in d.items() if k.startswith("extra_")},
         )
     except KeyError as e:
-        raise RunDirError(f"{path} lacks the array {e}; it was not written by this version of train.py") from None
+        raise DamagedFileError(path, f"{bad}: it lacks the array {e}; it was not written by this version of "
+                                     f"train.py") from None
+    except (TypeError, ValueError) as e:
+        raise DamagedFileError(path, f"{bad}: {type(e).__name__}: {e}") from None
+    samples = len(snap.labels)
+    if (snap.cross.ndim != 5 or snap.cross.shape[1] != samples or len(snap.inputs) != samples
+            or (snap.self_ is not None and (snap.self_.ndim != 6 or snap.self_.shape[2] != samples))):
+        raise DamagedFileError(path, f"{bad}: cross-attention {snap.cross.shape}, inputs {snap.inputs.shape} and "
+                                     f"{samples} labels do not fit (stages, samples, heads, latents, tokens)")
+    return snap
 
 
 # --------------------------------------------------------------------------------------------- run directory
@@ -328,33 +418,58 @@ class RunDir:
         return any(p.exists() for p in (self.config_path, self.metrics_path, self.status_path, self.last_checkpoint))
 
     # writer -----------------------------------------------------------------------------------------------
+    def resume_hint(self) -> str:
+        """How to carry on after a failed write has been fixed."""
+        if self.last_checkpoint.is_file():
+            return f"python train.py --resume {self.path}"
+        if self.best_checkpoint.is_file():  # written just before the first last.pt, which failed: same state
+            return f"python train.py --resume {self.best_checkpoint}"
+        return "run the same command again with --overwrite (no checkpoint was saved yet)"
+
+    @contextmanager
+    def writing(self):
+        """Add the way to carry on (`resume_hint`) to a `WriteError` raised inside the block."""
+        try:
+            yield
+        except WriteError as e:
+            raise WriteError(f"{e}, then {self.resume_hint()}") from None
+
     def create(self) -> None:
         for d in (self.path, self.checkpoints_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise write_error(d, e, verb="create") from None
 
     def write_config(self, config: dict) -> None:
-        atomic_write_json(self.config_path, config)
+        with self.writing():
+            atomic_write_json(self.config_path, config)
 
     def append_metrics(self, row: EpochRow) -> None:
-        append_jsonl(self.metrics_path, row.to_json())
+        with self.writing():
+            append_jsonl(self.metrics_path, row.to_json())
 
     def append_step(self, row: dict) -> None:
-        append_jsonl(self.steps_path, row)
+        with self.writing():
+            append_jsonl(self.steps_path, row)
 
     def append_per_class(self, row: dict) -> None:
-        append_jsonl(self.per_class_path, row)
+        with self.writing():
+            append_jsonl(self.per_class_path, row)
 
     def write_status(self, state: str, *, epoch: int, epochs: int, message: str = "", **extra: Any) -> None:
         if state not in STATES:
             raise ValueError(f"unknown run state {state!r}; expected one of {STATES}")
-        atomic_write_json(self.status_path, {
-            "state": state, "epoch": epoch, "epochs": epochs, "message": message,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(), **extra,
-        })
+        with self.writing():
+            atomic_write_json(self.status_path, {
+                "state": state, "epoch": epoch, "epochs": epochs, "message": message,
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "pid": os.getpid(), **extra,
+            })
 
     def save_attention(self, snap: AttentionSnapshot) -> Path:
         path = self.attention_path(snap.epoch)
-        save_attention(path, snap)
+        with self.writing():
+            save_attention(path, snap)
         return path
 
     def truncate_metrics(self, last_epoch: int, last_step: int | None = None) -> None:
@@ -362,6 +477,8 @@ class RunDir:
 
         Resuming from a checkpoint of epoch k replays epochs k+1...; without this those epochs would appear twice.
         With ``last_step`` (a mid-epoch checkpoint), steps.jsonl keeps its rows up to that optimizer step instead.
+        A damaged line other than a torn last one stops the resume (`DamagedFileError`): rewriting the file
+        without it would lose that row for good.
         """
         for path in (self.metrics_path, self.steps_path, self.per_class_path):
             if not path.exists():
@@ -371,7 +488,8 @@ class RunDir:
             else:
                 rows = [r for r in read_jsonl(path) if int(r.get("epoch", 0)) <= last_epoch]
             text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-            atomic_write(path, lambda f, t=text: f.write(t), binary=False)
+            with self.writing():
+                atomic_write(path, lambda f, t=text: f.write(t), binary=False)
 
     # reader -----------------------------------------------------------------------------------------------
     def read_config(self) -> dict:
@@ -381,14 +499,14 @@ class RunDir:
             raise RunDirError(f"{self.config_path} is missing; `python train.py --experiment_name "
                               f"{self.name}` writes it") from None
 
-    def read_metrics(self) -> list[dict]:
-        return read_jsonl(self.metrics_path)
+    def read_metrics(self, skip: Callable[[str], None] | None = None) -> list[dict]:
+        return read_jsonl(self.metrics_path, skip=skip)
 
-    def read_steps(self) -> list[dict]:
-        return read_jsonl(self.steps_path)
+    def read_steps(self, skip: Callable[[str], None] | None = None) -> list[dict]:
+        return read_jsonl(self.steps_path, skip=skip)
 
-    def read_per_class(self) -> list[dict]:
-        return read_jsonl(self.per_class_path)
+    def read_per_class(self, skip: Callable[[str], None] | None = None) -> list[dict]:
+        return read_jsonl(self.per_class_path, skip=skip)
 
     def read_status(self) -> dict | None:
         try:

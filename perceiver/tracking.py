@@ -1,7 +1,8 @@
 """What a run reports while it trains: console + train.log, and TensorBoard.
 
 - `setup_logging`: the ``perceiver.train`` logger prints to stdout and appends to ``train.log`` (rank 0; other
-  ranks print warnings only).
+  ranks print warnings only). A train.log that cannot be opened is a `WriteError`; one that stops accepting lines
+  (disk full) gives one warning and the console goes on.
 - `TensorBoard`: a thin wrapper that is a no-op when ``--use_tensorboard`` is off (or on ranks > 0).
 """
 from __future__ import annotations
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from .rundir import write_error
 
 LOGGER_NAME = "perceiver.train"
 
@@ -24,8 +27,11 @@ def setup_logging(log_path: Path | None, *, main_process: bool) -> logging.Logge
     console.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(console)
     if log_path is not None and main_process:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        file = logging.FileHandler(log_path, mode="a", encoding="utf-8")
+        try:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            file = _LogFile(log_path, mode="a", encoding="utf-8")
+        except OSError as e:
+            raise write_error(log_path, e) from None
         file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
         log.addHandler(file)
     return log
@@ -34,9 +40,36 @@ def setup_logging(log_path: Path | None, *, main_process: bool) -> logging.Logge
 def close_logging(log: logging.Logger | None = None) -> None:
     log = log or logging.getLogger(LOGGER_NAME)
     for handler in list(log.handlers):
-        handler.flush()
-        handler.close()
         log.removeHandler(handler)
+        for step in (handler.flush, handler.close):
+            try:
+                step()
+            except OSError:  # a full disk: _LogFile already said so; the error being reported matters more
+                pass
+
+
+class _LogFile(logging.FileHandler):
+    """train.log. When a line cannot be written (disk full), say so once and stop writing the file instead of
+    printing logging's traceback for every line; the console keeps the log, and the run's next checkpoint or
+    metrics write reports the problem as its error."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, OSError):
+            return super().handleError(record)
+        self.failed = True
+        print(f"warning: {write_error(self.baseFilename, exc)}; train.log stops here, the console keeps the log",
+              file=sys.stderr, flush=True)
+        try:
+            self.close()
+        except OSError:
+            pass
 
 
 class TensorBoard:

@@ -224,8 +224,12 @@ class Trainer:
 
     def _status(self, state: str, message: str = "") -> None:
         if self.main and self.started:
-            self.run.write_status(state, epoch=self.state.epoch, epochs=self.args.epochs, message=message,
-                                  step=self.state.global_step, world_size=self.info.world_size)
+            try:
+                self.run.write_status(state, epoch=self.state.epoch, epochs=self.args.epochs, message=message,
+                                      step=self.state.global_step, world_size=self.info.world_size)
+            except PerceiverError:
+                if state != "failed":  # "failed" is written while reporting an error: that error is the news
+                    raise
 
     def _resume_command(self) -> str:
         return f"{launcher(self.info.world_size)} train.py --resume {self.run.path}"

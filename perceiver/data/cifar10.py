@@ -1,13 +1,18 @@
-"""CIFAR-10 from the official python layout `<data_dir>/cifar-10-batches-py/`, read with pickle.
+"""CIFAR-10 from the official python layout `<data_dir>/cifar-10-batches-py/`, read with a restricted unpickler.
 
 torchvision's `CIFAR10` class is not used for reading because it refuses anything but the exact official files;
 this loader accepts subsets and re-packed copies (any number of images per batch, bytes or str keys) and checks
 md5 sums only when the batches have the full release's size. Missing data is downloaded from the official URL.
+
+A pickle can call any function it names, so a tampered "CIFAR-10" could run code the moment it is opened. The
+files are read by `_CifarUnpickler`, which builds only what the official files (and copies re-pickled with numpy)
+hold: dicts, lists, str/bytes, numbers and numpy arrays; a file that names anything else is refused unopened.
 """
 
 from __future__ import annotations
 
 import argparse
+import codecs
 import hashlib
 import pickle
 from pathlib import Path
@@ -45,11 +50,55 @@ def _manual_fix(folder: Path) -> str:
             f"{', '.join(TRAIN_FILES + TEST_FILES + [META_FILE])}")
 
 
+class _Refused(pickle.UnpicklingError):
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+
+def _latin1_encode(text, encoding="utf-8", errors="strict"):
+    """``_codecs.encode`` as protocol-2 pickles use it for bytes (``encode(str, 'latin1')``), and nothing more."""
+    if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
+        raise _Refused(f"_codecs.encode with encoding {encoding!r}")
+    return codecs.encode(text, "latin1", errors)
+
+
+def _numpy_globals() -> dict:
+    """The functions and classes a pickled numpy array or scalar names, under both numpy 1.x and 2.x spellings."""
+    try:
+        from numpy._core import multiarray, numeric  # numpy >= 2
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray, numeric
+    admitted = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_encode}
+    for package in ("numpy.core", "numpy._core"):  # the official files name numpy.core; numpy 2 writes numpy._core
+        admitted[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct  # ndarray, protocols 0-4
+        admitted[(f"{package}.multiarray", "scalar")] = multiarray.scalar  # numpy scalars (np.int64 labels)
+        admitted[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer  # ndarray, protocol 5
+    return admitted
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits the globals of `_numpy_globals` only; anything else (os.system, builtins.eval, ...) is refused before
+    its module is even imported."""
+
+    ADMITTED = _numpy_globals()
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self.ADMITTED[(module, name)]
+        except KeyError:
+            raise _Refused(f"{module}.{name}") from None
+
+
 def _read_pickle(path: Path) -> dict:
     """Load one CIFAR pickle as a dict with str keys (the originals have bytes keys, re-packed copies str)."""
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="bytes")
+            obj = _CifarUnpickler(f, encoding="bytes").load()
+    except _Refused as exc:
+        raise DataError(f"the CIFAR-10 reader refuses to load {path}: it asks for {exc.what}, which a CIFAR-10 file "
+                        f"never holds; the file was tampered with or is not CIFAR-10 (delete it and download "
+                        f"CIFAR-10 again from {URL})") from None
     except Exception as exc:  # noqa: BLE001 - truncation shows up as EOFError, UnpicklingError, ValueError, ...
         raise DataError(f"{path} is corrupt or truncated ({type(exc).__name__}); delete it and download "
                         f"CIFAR-10 again") from None

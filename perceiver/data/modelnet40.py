@@ -2,7 +2,9 @@
 
 `train_files.txt` / `test_files.txt` list the h5 files with whatever prefix the packager used (the original says
 `data/modelnet40_ply_hdf5_2048/...`), so entries are resolved by basename inside the dataset folder. Each h5 holds
-`data` (n, 2048, 3) float32 and `label` (n, 1); `shape_names.txt` names the classes in label order.
+`data` (n, 2048, 3) float32 and `label` (n, 1); `shape_names.txt` names the classes in label order. Only plain
+numeric datasets stored in the file itself are read (HDF5 has no pickles; object, string and reference arrays and
+links to other files are refused).
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ def read_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
             absent = [key for key in ("data", "label") if key not in f]
             if absent:
                 raise DataError(f"{path} lacks the dataset(s) {', '.join(absent)} of a ModelNet40 h5 file")
+            for key in ("data", "label"):  # plain numbers stored in this file: no objects, no links elsewhere
+                item = f[key]
+                if (not isinstance(f.get(key, getlink=True), h5py.HardLink) or not isinstance(item, h5py.Dataset)
+                        or item.dtype.kind not in "biuf"):
+                    raise DataError(f"{path}: '{key}' is not an array of numbers stored in the file ("
+                                    f"{getattr(item, 'dtype', type(item).__name__)}); not a ModelNet40 h5 file")
             points = np.asarray(f["data"][...], dtype=np.float32)
             labels = np.asarray(f["label"][...]).reshape(-1).astype(np.int64)
     except DataError:

@@ -74,6 +74,7 @@ def run(parser: argparse.ArgumentParser, main: Callable[[argparse.Namespace], in
     """Parse ``argv``, check the flags, run ``main``; a `PerceiverError` or Ctrl-C becomes one error line and 1."""
     args = parser.parse_args(argv)
     check(parser, args)
+    reports.forget_skipped()
     try:
         return main(args)
     except PerceiverError as e:

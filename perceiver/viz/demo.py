@@ -49,7 +49,8 @@ def run_is_complete(run: RunDir) -> bool:
         status = run.read_status()
     except RunDirError:
         return False
-    return bool(status and status.get("state") == "finished" and run.read_metrics() and run.attention_epochs())
+    return bool(status and status.get("state") == "finished" and run.read_metrics(skip=reports.skip)
+                and run.attention_epochs())
 
 
 def start_training(cmd: list[str], log_path: Path) -> subprocess.Popen:
@@ -124,7 +125,11 @@ def render_demo(run: RunDir, out_dir: Path, opts: DemoOptions, *, only_new: bool
         reports.warn(f"{run.path}: no attention maps yet; the attention figures follow once train.py saves them "
                      f"(--save_attention_maps)")
         return written
-    last = epochs[-1]
+    newest = reports.load_readable(run, reversed(epochs))  # damaged files are skipped with a warning
+    if newest is None:
+        reports.warn(f"{run.path}: no attention file could be read; the attention figures are left out")
+        return written
+    last = newest[0]
     base = reports.AttentionOptions(sample=opts.sample, cmap=opts.cmap, alpha=opts.alpha, dpi=opts.dpi,
                                     formats=opts.formats, experiment=opts.experiment)
     if not (only_new and last in opts.done_epochs):
@@ -137,7 +142,7 @@ def render_demo(run: RunDir, out_dir: Path, opts: DemoOptions, *, only_new: bool
         opts.done_epochs.add(last)
     written += reports.render_attention(run, out_dir, _replace(base, epochs=None, comprehensive=False,
                                                                create_evolution=True))
-    first, second = opts.compare or (epochs[0], last)
+    first, second = opts.compare or (reports.load_readable(run, epochs)[0], last)
     pair = reports.choose_epochs(epochs, [first, second], str(run.path))
     if len(pair) == 2 and pair[0] != pair[1]:
         views = reports.fixed_latent_views(run, pair, base)
@@ -184,7 +189,7 @@ def watch(run: RunDir, render: Callable[[], list[Path]], *, interval: float = 10
             state = "starting"  # no status yet, or the previous run's files until train.py --overwrite clears them
             rows = []
         else:
-            rows = run.read_metrics()
+            rows = run.read_metrics(skip=reports.skip)
         epoch = max((int(r.get("epoch", 0)) for r in rows if isinstance(r, dict)), default=0) if rows else 0
         if rows and epoch != seen:
             seen = epoch

@@ -222,7 +222,7 @@ def attention_payload(run: RunDir, opts: ExplorerOptions) -> dict | None:
             last = run.load_attention(e)
             break
         except RunDirError as err:  # a damaged file: the others still make a page
-            reports.warn(str(err))
+            reports.skip_unreadable(err)
             saved = [s for s in saved if s != e]
     if last is None:
         raise RunDirError(f"{run.attention_dir}: no attention file could be read")
@@ -242,7 +242,7 @@ def attention_payload(run: RunDir, opts: ExplorerOptions) -> dict | None:
         try:
             snaps.append(last if e == last.epoch else run.load_attention(e))
         except RunDirError as err:
-            reports.warn(str(err))
+            reports.skip_unreadable(err)
     if last.kind == "image":
         images = np.asarray(last.inputs[:samples])
         images = np.repeat(images, 3, -1) if images.ndim == 4 and images.shape[-1] == 1 else images[..., :3]
@@ -287,7 +287,7 @@ def attention_payload(run: RunDir, opts: ExplorerOptions) -> dict | None:
 
 def build_payload(run: RunDir, opts: ExplorerOptions) -> dict:
     """Everything the page shows, as JSON-ready data."""
-    series = tm.series_from_rows(run.read_metrics())
+    series = tm.series_from_rows(run.read_metrics(skip=reports.skip))
     config = status = None
     try:
         config = run.read_config() if run.config_path.exists() else None

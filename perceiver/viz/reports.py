@@ -2,7 +2,8 @@
 
 Each ``render_*`` function handles one run and raises `PerceiverError` (one line: what is missing and which
 command produces it) when that run cannot be drawn; `for_each_run` turns those into warnings so that one bad run
-does not stop the others, and tells the caller whether anything at all was drawn.
+does not stop the others, and tells the caller whether anything at all was drawn. Inside a run, a damaged
+attention file or metrics line is left out with one warning naming it (`skip`), and the rest is drawn.
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import PerceiverError, RunDirError
-from ..rundir import RunDir, atomic_write_json, find_runs
+from ..errors import DamagedFileError, PerceiverError, RunDirError
+from ..rundir import AttentionSnapshot, RunDir, atomic_write_json, find_runs
 from . import training_metrics as tm
 from .export import make_shareable, save_figure
 from .selection import AttentionView, figure_tag, select_view
@@ -29,6 +30,39 @@ def warn(msg: str) -> None:
 
 def info(msg: str) -> None:
     print(msg, flush=True)
+
+
+_skipped: set[str] = set()
+
+
+def skip(what: str) -> None:
+    """Warn that ``what`` (a damaged file, or a line of one) is left out of the figures; once per script run."""
+    if what not in _skipped:
+        _skipped.add(what)
+        warn(f"skipped {what}")
+
+
+def forget_skipped() -> None:
+    """Start a new script run: warn again about damaged files seen by an earlier one (tests run several)."""
+    _skipped.clear()
+
+
+def skip_unreadable(err: RunDirError) -> None:
+    """Warn about an attention file that cannot be read: `skip` for a damaged one, the message otherwise."""
+    if isinstance(err, DamagedFileError):
+        skip(f"{err.path} ({err.reason})")
+    else:
+        warn(str(err))
+
+
+def load_readable(run: RunDir, epochs) -> tuple[int, AttentionSnapshot] | None:
+    """The first of ``epochs`` whose attention file reads, with its snapshot; unreadable ones are skipped."""
+    for e in epochs:
+        try:
+            return e, run.load_attention(e)
+        except RunDirError as err:
+            skip_unreadable(err)
+    return None
 
 
 def resolve_runs(path: str | Path | None) -> list[RunDir]:
@@ -100,7 +134,7 @@ def _read_optional(run: RunDir, reader: str):
 
 
 def load_series(run: RunDir) -> tm.Series:
-    rows = run.read_metrics()
+    rows = run.read_metrics(skip=skip)
     series = tm.series_from_rows(rows)
     if not len(series):
         why = "is missing" if not run.metrics_path.exists() else "holds no finished epoch yet"
@@ -229,7 +263,7 @@ def fixed_latent_views(run: RunDir, epochs: list[int], opts: AttentionOptions, s
         try:
             snap = run.load_attention(e)
         except RunDirError as err:
-            warn(str(err))
+            skip_unreadable(err)
             continue
         v = _view(snap, opts, stage, latent)
         if latent == "auto":
@@ -253,7 +287,7 @@ def render_attention(run: RunDir, out_dir: Path | None = None, opts: AttentionOp
             try:
                 snap = run.load_attention(e)
             except RunDirError as err:
-                warn(str(err))
+                skip_unreadable(err)
                 continue
             for stage in _stages(snap, opts):
                 view = _view(snap, opts, stage)
@@ -264,10 +298,8 @@ def render_attention(run: RunDir, out_dir: Path | None = None, opts: AttentionOp
             del snap
     if opts.create_evolution:
         if not stages_seen:
-            try:
-                stages_seen = _stages(run.load_attention(epochs[-1]), opts)
-            except RunDirError as err:
-                warn(str(err))
+            found = load_readable(run, reversed(epochs))
+            stages_seen = _stages(found[1], opts) if found else []
         for stage in dict.fromkeys(stages_seen):
             views = fixed_latent_views(run, epochs, opts, stage)
             if not views:
