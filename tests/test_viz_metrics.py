@@ -184,7 +184,7 @@ def test_figure_tags():
 
 
 def test_visualizers_never_import_torch():
-    """The visualizers read run directories through rundir.py only: no torch, no training engine."""
+    """The visualizers read run directories through rundir/ only: no torch, no training engine."""
     import subprocess
 
     code = ("import sys, matplotlib; matplotlib.use('Agg'); import visualize_results, visualize_attention, "

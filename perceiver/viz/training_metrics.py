@@ -64,7 +64,7 @@ DEFINITIONS = {
                   f"{UNDERFIT_TRAIN_ACC} underfitting; else balanced"),
 }
 
-_FIELDS = SERIES_FIELDS  # the numeric per-epoch fields of metrics.jsonl (perceiver/rundir.py owns the schema)
+_FIELDS = SERIES_FIELDS  # the numeric per-epoch fields of metrics.jsonl (perceiver/rundir/ owns the schema)
 
 
 @dataclass
