@@ -238,7 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=0,
                    help="CPU threads for the model's math, 0 = PyTorch's default (one per core). On a machine "
                         "busy with other work, 1 avoids threads waiting on each other (default: %(default)s)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model (default: %(default)s)")
+    g.add_argument("--compile", action="store_true",
+                   help="compile the model as one graph (and LAMB's update) with torch.compile (default: %(default)s)")
+    g.add_argument("--compile_mode", choices=("default", "reduce-overhead", "max-autotune"), default="default",
+                   help="torch.compile mode with --compile: reduce-overhead replays CUDA graphs (default: %(default)s)")
     g.add_argument("--kernels", choices=("auto", "plain"), default="auto",
                    help="auto = exact speed-ups of perceiver/kernels.py; plain = the model as written in "
                         "perceiver/model.py (same results, slower) (default: %(default)s)")

@@ -21,6 +21,8 @@ Sections, each timed against the ``--budget_s`` left (a section that would not f
   epochs: ``fast_vs_plain_acc_diff`` = |fast - plain| test accuracy (the speed must not cost learning).
 - ``mfu``: Exp1's model alone at growing batches (bf16 autocast, compiled, LAMB): model FLOPs per second
   (`torch.utils.flop_counter` on the eager model) / the bf16 matmul rate measured in the same run; the best batch.
+- ``cudagraphs``: the ``trainpy`` run again with ``--compile_mode reduce-overhead`` (CUDA-graph replay); the
+  faster of the two is ``exp1_b64_trainpy_samples_per_s``.
 - ``peer``: ours vs lucidrains' perceiver-pytorch (``pip install perceiver-pytorch``; and Hugging Face's
   ``PerceiverForImageClassificationFourier`` when ``transformers`` is importable), training steps in bf16 at batch
   64, each model at its fastest of eager and compiled, timed alternately in this process.
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -45,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.configs import CONFIGS, make_batch, ours_config  # noqa: E402
+from benchmarks.configs import CONFIGS, make_batch  # noqa: E402
 from benchmarks.machine import matmul_peak  # noqa: E402
 from benchmarks.timing import count_flops, timed_rounds  # noqa: E402
 from benchmarks.variants import build_variant, fwd_bwd_fn, have_theirs, make_optimizer, train_step_fn  # noqa: E402
@@ -94,6 +95,17 @@ def section_trainpy(args, logs: Path, out: dict) -> None:
     out["compile_s"] = fast["compile_s"]
     log(f"train.py fast path: {fast['steady_samples_per_s']:.0f} samples/s steady, compile {fast['compile_s']:.1f}s, "
         f"test acc {fast['test_acc']:.4f}")
+
+
+def section_cudagraphs(args, logs: Path, out: dict) -> None:
+    """The fast path with CUDA-graph replay (--compile_mode reduce-overhead); the faster of the two is reported."""
+    graphs = run_trainpy("graphs", ["--use_amp", "--compile", "--compile_mode", "reduce-overhead"], args, logs)
+    out["trainpy_cudagraphs"] = graphs
+    log(f"train.py with CUDA graphs: {graphs['steady_samples_per_s']:.0f} samples/s steady")
+    if graphs["steady_samples_per_s"] > out.get("exp1_b64_trainpy_samples_per_s", 0):
+        out["exp1_b64_trainpy_samples_per_s"] = graphs["steady_samples_per_s"]
+        out["compile_s"] = graphs["compile_s"]
+        out["exp1_b64_trainpy_mode"] = "reduce-overhead"
 
 
 def section_plain(args, logs: Path, out: dict) -> None:
@@ -202,8 +214,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="(default: %(default)s)")
     p.add_argument("--epochs", type=int, default=6, help="epochs of each train.py run (default: %(default)s)")
     p.add_argument("--iters", type=int, default=10, help="timed rounds of the step benchmarks (default: %(default)s)")
-    p.add_argument("--sections", nargs="+", default=["trainpy", "plain", "mfu", "peer"],
-                   choices=["trainpy", "plain", "mfu", "peer"], help="(default: all)")
+    p.add_argument("--sections", nargs="+", default=["trainpy", "plain", "mfu", "peer", "cudagraphs"],
+                   choices=["trainpy", "plain", "mfu", "peer", "cudagraphs"], help="(default: all, in this order)")
     p.add_argument("--budget_s", type=float, default=450, help="stop starting sections after this (default: 450)")
     p.add_argument("--smoke", action="store_true", help="tiny model and data: checks the script, measures nothing")
     p.add_argument("--no_compile", action="store_true", help="eager only (default: compiled where it applies)")
@@ -213,6 +225,8 @@ def main(argv: list[str] | None = None) -> dict:
         p.error("--device cuda: no CUDA device is visible; use --device cpu --smoke to check the script")
     if args.smoke:
         args.epochs, args.iters = min(args.epochs, 2), min(args.iters, 2)
+        if args.device == "cpu" and "cudagraphs" in args.sections:
+            args.sections.remove("cudagraphs")  # CUDA graphs need CUDA
         args.no_compile = args.no_compile or args.device == "cpu"  # inductor on a CPU takes minutes to build
     device = torch.device(args.device)
     start = time.perf_counter()
@@ -221,12 +235,13 @@ def main(argv: list[str] | None = None) -> dict:
            "command": " ".join(["benchmarks/gpu_check.py", *(argv if argv is not None else sys.argv[1:])])}
     out["matmul_peak"] = matmul_peak(device, (torch.float32, torch.bfloat16) if device.type == "cuda"
                                      else (torch.float32,))
-    log(f"matmul peak: " + ", ".join(f"{k} {v['median_flops'] / 1e12:.1f} TFLOP/s"
+    log("matmul peak: " + ", ".join(f"{k} {v['median_flops'] / 1e12:.1f} TFLOP/s"
                                       for k, v in out["matmul_peak"].items()))
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         sections = {"trainpy": lambda: section_trainpy(args, Path(tmp), out),
                     "plain": lambda: section_plain(args, Path(tmp), out),
-                    "mfu": lambda: section_mfu(args, device, out), "peer": lambda: section_peer(args, device, out)}
+                    "mfu": lambda: section_mfu(args, device, out), "peer": lambda: section_peer(args, device, out),
+                    "cudagraphs": lambda: section_cudagraphs(args, Path(tmp), out)}
         for name in args.sections:
             left = args.budget_s - (time.perf_counter() - start)
             if left <= 0:

@@ -88,7 +88,8 @@ def build_parts(args: argparse.Namespace, info: DistInfo, log) -> RunParts:
                          prob=args.mix_prob, image_shape=bundle.image_shape, permutation=bundle.permutation)
     pos = bundle.positions.to(info.device) if bundle.positions is not None else None
     step = TrainStep(train_model, optimizer, pos=pos, amp=amp, grad_clip=args.grad_clip,
-                     label_smoothing=args.label_smoothing, mixer=mixer, ema=ema, compile=args.compile)
+                     label_smoothing=args.label_smoothing, mixer=mixer, ema=ema, compile=args.compile,
+                     compile_mode=args.compile_mode)
     flip = None
     if args.tta:
         flip = flip_index(bundle.image_shape, bundle.permutation).to(info.device)

@@ -16,8 +16,8 @@ from .rundir import RunDir, write_error
 
 #: flags that a resumed run may change: they do not touch the weights, the data order or the schedule.
 RESUME_OVERRIDES = frozenset({
-    "data_dir", "num_workers", "threads", "device", "compile", "kernels", "activation_checkpointing", "use_tensorboard",
-    "save_metrics", "save_attention_maps", "attention_save_interval", "limit_eval_batches", "logs_dir",
+    "data_dir", "num_workers", "threads", "device", "compile", "compile_mode", "kernels", "activation_checkpointing",
+    "use_tensorboard", "save_metrics", "save_attention_maps", "attention_save_interval", "limit_eval_batches", "logs_dir",
     "experiment_name", "modelnet40_url", "no_progress", "sync_every", "tta",
 })
 #: --eval_only may also change how the evaluation batches are formed and computed.
