@@ -56,7 +56,7 @@ GOALS = {"exp1_b64_trainpy_samples_per_s": (">=", 8000), "exp1_large_batch_mfu":
          "exp1_vs_peer_train_speed": (">=", 3.0), "fast_vs_plain_acc_diff": ("<=", 0.02)}
 
 #: --smoke: the same sections on a model and data small enough for a CPU in a minute
-SMOKE_TRAIN = ["--dataset", "shapes2d", "--shapes_train_size", "128", "--shapes_test_size", "64", "--num_latents", "8",
+SMOKE_TRAIN = ["--dataset", "shapes2d", "--shapes_train_size", "64", "--shapes_test_size", "32", "--num_latents", "8",
                "--latent_dim", "32", "--num_cross_attend_stages", "2", "--num_transformer_blocks", "1",
                "--num_heads", "2", "--fourier_bands", "4", "--batch_size", "16", "--num_workers", "0"]
 SMOKE_MODEL = CONFIGS["tiny"]
@@ -132,7 +132,8 @@ def section_mfu(args, device: torch.device, out: dict) -> None:
             batch = make_batch(cfg, device, batch=bsz)
             flops = count_flops(fwd_bwd_fn(eager, batch, device))
             step = train_step_fn(v, batch, make_optimizer(v.model, cfg["lr"]), device)
-            t = timed_rounds({"step": step}, warmup=3, iters=args.iters, device=device)["step"]["median_s"]
+            t = timed_rounds({"step": step}, warmup=1 if args.smoke else 3, iters=args.iters,
+                             device=device)["step"]["median_s"]
             results[bsz] = {"flops_per_step": flops, "step_s": t, "samples_per_s": bsz / t,
                             "mfu": flops / t / peak}
             log(f"mfu batch {bsz}: {bsz / t:.0f} samples/s, {flops / t / 1e12:.1f} TFLOP/s, "

@@ -13,6 +13,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# One thread per process, for this process (set before torch is imported) and every subprocess a test starts:
+# on a 2-core machine running a test and a child process, two OpenMP threads each wait on each other for
+# seconds per step (tests check behaviour, never speed).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 # ----------------------------------------------------------------------------------- train.py runs (trainer)
 
 #: a Perceiver small enough for a CPU test: 8 latents x 32, 1 stage, 1 block; 64 train / 32 test shapes2d images

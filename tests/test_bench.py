@@ -79,7 +79,7 @@ def test_timed_rounds_alternate_the_order_and_summarise_each_function():
 @pytest.mark.slow
 def test_gpu_check_smoke_on_cpu_writes_every_key(tmp_path):
     from benchmarks import gpu_check
-    out = gpu_check.main(["--device", "cpu", "--smoke", "--json", str(tmp_path / "gpu.json"),
+    out = gpu_check.main(["--device", "cpu", "--smoke", "--json", str(tmp_path / "gpu.json"), "--iters", "1",
                           "--sections", "trainpy", "plain", "mfu"])
     saved = json.loads((tmp_path / "gpu.json").read_text())
     for key in ("device", "torch", "date", "exp1_b64_trainpy_samples_per_s", "compile_s", "exp1_large_batch_mfu",
