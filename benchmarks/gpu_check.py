@@ -25,7 +25,8 @@ Sections, each timed against the ``--budget_s`` left (a section that would not f
   faster of the two is ``exp1_b64_trainpy_samples_per_s``.
 - ``peer``: ours vs lucidrains' perceiver-pytorch (``pip install perceiver-pytorch``; and Hugging Face's
   ``PerceiverForImageClassificationFourier`` when ``transformers`` is importable), training steps in bf16 at batch
-  64, each model at its fastest of eager and compiled, timed alternately in this process.
+  64, each model at its fastest of eager and compiled, timed alternately in this process; and ours with the
+  cross-attention's keys/values materialised (``absorb_vs_project_speed``: which evaluation to prefer on a GPU).
 
 The JSON holds every figure, the goals of issue 11 and whether each is met.
 """
@@ -157,7 +158,8 @@ def section_peer(args, device: torch.device, out: dict) -> None:
         out["peer"] = {"status": "skipped: perceiver-pytorch is not installed (pip install perceiver-pytorch)"}
         return
     kinds = ["+bf16"] if args.no_compile else ["+bf16", "+bf16+compile"]
-    names = [f"{m}{k}" for m in ("ours", "theirs") for k in kinds]
+    # ours-no-absorb: keys/values materialised; tells whether the CPU's cheapest cross-attention also wins here
+    names = [f"{m}{k}" for m in ("ours", "ours-no-absorb", "theirs") for k in kinds]
     variants = {n: build_variant(n, cfg, device) for n in names}
     batch = make_batch(cfg, device, batch=cfg["batch"])
     fns = {n: train_step_fn(v, batch, make_optimizer(v.model, cfg["lr"]), device) for n, v in variants.items()}
@@ -167,6 +169,8 @@ def section_peer(args, device: torch.device, out: dict) -> None:
     times = timed_rounds(fns, warmup=3, iters=args.iters, device=device, log=log)
     rate = {n: cfg["batch"] / t["median_s"] for n, t in times.items()}
     ours = max(r for n, r in rate.items() if n.startswith("ours"))
+    out["absorb_vs_project_speed"] = max(r for n, r in rate.items() if n.startswith("ours+")) / max(
+        r for n, r in rate.items() if n.startswith("ours-no-absorb"))
     theirs = max(r for n, r in rate.items() if n.startswith("theirs"))
     out["peer"] = {"samples_per_s": rate, "params": {n: v.params for n, v in variants.items()}}
     out["exp1_vs_peer_train_speed"] = ours / theirs
