@@ -136,9 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cross_dim", type=int, default=None,
                    help="width of the cross-attention's queries, keys and values (default: %(default)s = "
                         "--latent_dim)")
-    g.add_argument("--input_norm", action="store_true",
-                   help="LayerNorm over each input token [channels, position features] before the key/value "
-                        "projection, as the paper (default: %(default)s)")
+    g.add_argument("--no_input_norm", dest="input_norm", action="store_false",
+                   help="no LayerNorm over each input token [channels, position features] before the key/value "
+                        "projection; the paper has one, and it learns better (docs/RECIPES.md) "
+                        "(default: the norm is on)")
     g.add_argument("--init", choices=("fan_in", "trunc_fan_in"), default="fan_in",
                    help="linear-layer init: fan_in = truncated normal with std exactly 1/sqrt(fan_in); "
                         "trunc_fan_in = truncated at 2 std without correcting the std (0.88/sqrt(fan_in)) "

@@ -58,7 +58,7 @@ class PerceiverConfig:
     num_heads: int = 3                   # latent self-attention heads
     cross_heads: int = 1                 # the paper uses a single cross-attention head
     cross_dim: int | None = None         # width of the cross-attention's q/k/v; None: latent_dim
-    input_norm: bool = False             # LayerNorm over each [x, position features] token before its projection
+    input_norm: bool = True              # LayerNorm over each [x, position features] token before its projection
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     drop_path: float = 0.0               # stochastic depth of the latent blocks, rising linearly to this rate
@@ -131,6 +131,7 @@ class PerceiverConfig:
         # coordinates, and linear layers had the uncorrected truncated-normal init.
         d.setdefault("pos_from_input", d.get("pos_dim") == 3)
         d.setdefault("init", "trunc_fan_in")
+        d.setdefault("input_norm", False)
         return cls(**d)
 
 

@@ -10,8 +10,9 @@ from perceiver.kernels import FastCrossAttention, FastMLP
 from perceiver.model import MLP, Perceiver, PerceiverConfig
 from perceiver.position import grid_positions
 
+# input_norm off by default here: the norm routes every token through the per-sample path; it has its own cases.
 BASE = dict(in_channels=3, num_classes=5, pos_dim=2, fourier_bands=4, max_freq=8.0, num_latents=6, latent_dim=32,
-            num_cross_attend_stages=3, num_transformer_blocks=1, num_heads=2)
+            num_cross_attend_stages=3, num_transformer_blocks=1, num_heads=2, input_norm=False)
 
 
 def pair(**kw):

@@ -80,6 +80,8 @@ def test_attention_capture_returns_the_weights_the_forward_used(pooling, kernels
         latents = torch.cat([latents, model.cls.expand(2, -1, -1)], dim=1)
     pe = model.position_features(x, pos)
     inp = torch.cat([x, pe.expand(2, -1, -1)], dim=-1)
+    mu, var = inp.mean(-1, keepdim=True), inp.var(-1, unbiased=False, keepdim=True)  # the input LayerNorm
+    inp = (inp - mu) / torch.sqrt(var + cross.norm_kv.eps) * cross.norm_kv.weight + cross.norm_kv.bias
     k, _ = cross.to_kv(inp).chunk(2, dim=-1)
     q = cross.to_q(cross.norm_q(latents))
     hd = cfg.latent_dim // 2
