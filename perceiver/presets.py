@@ -55,17 +55,18 @@ def preset_flags(name: str) -> dict:
 def to_argv(flags: dict, actions: dict) -> list[str]:
     """Command-line tokens for ``{dest: value}``; ``actions`` maps each dest to its argparse action.
 
-    ``True`` switches a store_true flag on, ``False`` and ``None`` leave a flag at its default, lists become
+    A switch is typed when its value is the one the switch sets (``True`` for ``--save_metrics``, ``False`` for
+    ``--no_input_norm``, whose dest is ``input_norm``); ``None`` leaves any flag at its default; lists become
     ``nargs`` values. Raises ValueError (one line) for a value the flag cannot take.
     """
     argv: list[str] = []
     for dest, value in flags.items():
         action = actions[dest]
         flag = action.option_strings[0]
-        if action.nargs == 0:  # store_true
+        if action.nargs == 0:  # store_true / store_false
             if not isinstance(value, bool):
                 raise ValueError(f"{flag} is a switch: its value must be true or false, got {value!r}")
-            if value:
+            if value == action.const:
                 argv.append(flag)
         elif value is None or value is False:
             continue

@@ -234,9 +234,10 @@ def test_final_norm_can_be_left_out():
 
 
 def test_configs_saved_before_the_new_fields_load_as_they_were_trained():
-    old = {k: v for k, v in tiny(pos_dim=3).to_dict().items() if k not in ("pos_from_input", "init")}
+    old = {k: v for k, v in tiny(pos_dim=3).to_dict().items() if k not in ("pos_from_input", "init", "input_norm")}
     cfg = PerceiverConfig.from_dict(old)
-    assert cfg.pos_from_input and cfg.init == "trunc_fan_in"
+    assert cfg.pos_from_input and cfg.init == "trunc_fan_in" and not cfg.input_norm
+    assert PerceiverConfig().input_norm  # new models have the paper's input norm
 
 
 def test_stochastic_depth_drops_whole_samples_and_keeps_the_expectation():

@@ -169,6 +169,9 @@ def test_flat_json_of_flags_with_overrides(tmp_path):
     assert args["dataset"] == "shapes2d" and args["lr"] == 0.002 and args["lr_milestones"] == [3, 6]
     assert args["epochs"] == 10 and args["save_metrics"] and args["max_time"] == 60.0
     assert {"dataset", "lr", "lr_milestones", "epochs", "save_metrics", "max_time"} <= explicit
+    # a switch that turns something off is named by its dest, as config.json saves it
+    assert not resolved(["--config", write(tmp_path / "off.json", {"input_norm": False})])[0]["input_norm"]
+    assert resolved(["--config", write(tmp_path / "on.json", {"input_norm": True})])[0]["input_norm"]
     # the file wins over the preset, typed flags over both
     args, _ = resolved(["--preset", "exp1", "--config", cfg, "--num_latents", "7"])
     assert args["lr"] == 0.002 and args["dataset"] == "shapes2d" and args["num_latents"] == 7
