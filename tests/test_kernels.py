@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from perceiver.kernels import FastCrossAttention, FastMLP
-from perceiver.model import MLP, Perceiver, PerceiverConfig
+from perceiver.model import MLP, Perceiver, PerceiverConfig, Tokens
 from perceiver.position import grid_positions
 
-# input_norm off by default here: the norm routes every token through the per-sample path; it has its own cases.
+# input_norm off by default here (the plain projection of [x, pe]); it has its own cases.
 BASE = dict(in_channels=3, num_classes=5, pos_dim=2, fourier_bands=4, max_freq=8.0, num_latents=6, latent_dim=32,
             num_cross_attend_stages=3, num_transformer_blocks=1, num_heads=2, input_norm=False)
 
@@ -53,15 +53,20 @@ POSITIONS = {"grid": lambda: grid_positions(8, 8).double(),
     (dict(pos_dim=3, pos_from_input=True), None),       # point clouds: per-sample positions from the input
     (dict(use_learned_pe=True, num_tokens=64), "grid"),
     (dict(output_pooling="cls"), "per-sample"),
-    (dict(input_norm=True), "grid"),                    # the norm couples channels and positions
     (dict(cross_dim=12, cross_heads=2), "grid"),        # a cross-attention narrower than the latents
+    # the input norm: per-token statistics, and its affine folded into the projection when positions are shared
+    (dict(input_norm=True), "grid"),
+    (dict(input_norm=True, fourier_bands=16), "grid"),
+    (dict(input_norm=True, cross_heads=2), "grid"),
+    (dict(input_norm=True, use_learned_pe=True, num_tokens=64), "grid"),  # gradients reach the shared part
     (dict(input_norm=True, cross_dim=48), "per-sample"),
+    (dict(input_norm=True, pos_dim=3, pos_from_input=True), None),
 ])
 @pytest.mark.parametrize("kernel", ["auto", "absorb", "shared_kv", "project"])
 def test_fast_cross_attention_matches_the_plain_model(kw, pos, kernel):
     shared = pos == "grid" or kw.get("use_learned_pe", False)
-    if kernel == "shared_kv" and (kw.get("cross_heads", 1) > 1 or not shared or kw.get("input_norm")):
-        pytest.skip("shared_kv needs one head and positions shared by the batch, with no input norm")
+    if kernel == "shared_kv" and (kw.get("cross_heads", 1) > 1 or not shared):
+        pytest.skip("shared_kv needs one head and positions shared by the batch")
     plain, fast = pair(**kw, cross_kernel=kernel)
     x = torch.rand(2, 64, 3, dtype=torch.double) * 2 - 1
     assert isinstance(fast.cross_layers[0], FastCrossAttention)
@@ -76,6 +81,29 @@ def test_auto_picks_the_cheap_evaluation_for_each_shape():
     assert layer.plan(6, 3, torch.zeros(64, 40)) == "shared_kv"
     layer.heads = 4
     assert layer.plan(6, 3, torch.zeros(64, 40)) == "project"
+
+
+@pytest.mark.parametrize("bands, mode", [(4, "absorb"), (16, "shared_kv")])
+def test_the_input_norm_keeps_shared_positions_on_the_cheap_evaluations(bands, mode):
+    _, fast = pair(input_norm=True, fourier_bands=bands)
+    layer = fast.cross_layers[0]
+    x = torch.rand(2, 64, 3, dtype=torch.double)
+    tokens = Tokens(x, fast.position_features(x, POSITIONS["grid"]()))
+    parts = layer._parts(tokens)
+    assert parts.ps is not None and parts.ps.shape == (64, layer.pe_features)  # no per-sample position features
+    assert layer.plan(6, parts.xs.shape[-1], parts.ps) == mode
+
+
+def test_the_input_norm_in_float32_stays_close_to_the_plain_model():
+    # tokens far from zero mean: the statistics must not lose the variance to cancellation
+    torch.manual_seed(0)
+    cfg = dict(BASE, input_norm=True, kernels="plain")
+    plain = Perceiver(PerceiverConfig(**cfg))
+    x, pos = torch.rand(2, 64, 3) * 0.1 + 30.0, grid_positions(8, 8)
+    for kernel in ("absorb", "project"):
+        fast = Perceiver(PerceiverConfig(**{**cfg, "kernels": "auto", "cross_kernel": kernel}))
+        fast.load_state_dict(plain.state_dict())
+        torch.testing.assert_close(fast(x, pos), plain(x, pos), rtol=1e-4, atol=1e-5)
 
 
 def test_shared_kv_refuses_shapes_it_cannot_compute():
