@@ -24,8 +24,9 @@ The input norm with shared positions (`centred_parts`) keeps the shared part. It
 on the shared part's mean: ``pc = pe - mean(pe)`` once per batch, ``xc = x - mean(pe)`` and the small remainder
 ``delta = mu - mean(pe)`` per sample. So ``xs = [xc, -delta]`` (one more column, weighted by ``W' 1``),
 ``ps = pc``, and each token's contribution is scaled by ``1 / sigma_n`` (B, N): the scores once the two parts are
-summed, the attention weights before they multiply the tokens. Only (B, N) statistics are per sample beyond
-``x``; sigma comes from the two parts' centred sums of squares (no ``E[t^2] - mu^2`` cancellation).
+summed, the attention weights before they multiply the tokens (`ScaledSoftmax`, in place: on CPU a fresh
+(B, hM, N) buffer costs more than a pass over one). Only (B, N) statistics are per sample beyond ``x``; sigma comes
+from the two parts' centred sums of squares (no ``E[t^2] - mu^2`` cancellation).
 
 Weight-shared stages see the same tokens through the same weights, so what depends only on those is computed once
 per forward pass (`perceiver.model.Tokens.cache`); the norm's statistics, which depend on the tokens alone, once
@@ -136,6 +137,51 @@ class FastMLP(MLP):
 # --------------------------------------------------------------------------------------------- cross-attention
 
 
+def in_place_ok(t: torch.Tensor) -> bool:
+    """Whether `ScaledSoftmax` may run: not under autocast (whose float32 softmax it would not replay) nor
+    torch.compile (which fuses the composition itself)."""
+    return not (torch.compiler.is_compiling() or torch.is_autocast_enabled(t.device.type))
+
+
+class ScaledSoftmax(torch.autograd.Function):
+    """``softmax(a * s) * s`` along N, in a's buffer: a (B R, N) scores, s (B, N) the input norm's 1 / sigma per key.
+
+    The attention weights of the norm's unscaled token parts (`centred_parts`). Composed from autograd ops, each
+    scaling would write a fresh (B R, N) tensor forward and backward, and a fresh buffer of that size (page faults on
+    first touch) costs several in-place passes. Here forward works in place and backward writes one buffer; the
+    plain weights are ``result / s``.
+    """
+
+    @staticmethod
+    def forward(ctx, a, s):
+        b, n = s.shape
+        s3 = s[:, None, :]  # (B, 1, N)
+        raw = a.clone() if ctx.needs_input_grad[1] else None  # s's gradient needs the unscaled scores
+        z = a.view(b, -1, n).mul_(s3)  # (B, R, N)
+        z.sub_(z.amax(-1, keepdim=True)).exp_()
+        z.div_(z.sum(-1, keepdim=True)).mul_(s3)
+        ctx.mark_dirty(a)
+        ctx.save_for_backward(a, s, raw)
+        return a
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        pw, s, raw = ctx.saved_tensors
+        b, n = s.shape
+        pw, g, s3 = pw.view(b, -1, n), grad.view(b, -1, n), s[:, None, :]  # (B, R, N), (B, R, N), (B, 1, N)
+        # softmax's backward with P = pw / s and dL/dP = g s:  d/da = s P (g s - sum_N(g s P)) = pw (g s - r)
+        gpw = g * pw  # the one fresh (B, R, N) buffer
+        r = gpw.sum(-1, keepdim=True)  # (B, R, 1)
+        gs = None
+        if ctx.needs_input_grad[1]:  # through both scalings: sum_R (g pw + ga a) / s
+            gs = gpw.sum(1)
+        ga = gpw.mul_(s3).addcmul_(pw, r, value=-1.0)  # in place
+        if gs is not None:
+            gs = (gs + (ga * raw.view(b, -1, n)).sum(1)) / s
+        return ga.view(grad.shape), gs
+
+
 class Parts(NamedTuple):
     """What a cross-attention reads of its tokens: keys/values are ``(W_xs xs + W_ps ps) * scale + b`` per token.
 
@@ -183,8 +229,9 @@ class FastCrossAttention(CrossAttention):
             if parts.ps is None or self.heads != 1:
                 raise ValueError("cross_kernel 'shared_kv' needs one cross-attention head and positions shared by "
                                  "the batch")
-            return self._shared_kv(q, parts, self._cached(tokens, "pe_kv", lambda: self._project_shared(parts)))
-        return self._absorb(q, parts)
+            return self._shared_kv(q, parts, self._cached(tokens, "pe_kv", lambda: self._project_shared(parts)),
+                                   need_weights)
+        return self._absorb(q, parts, need_weights)
 
     def plan(self, num_latents: int, per_sample: int, ps: torch.Tensor | None) -> str:
         """The cheapest exact evaluation for these shapes (multiply-adds per token and stage; see the module doc)."""
@@ -252,7 +299,7 @@ class FastCrossAttention(CrossAttention):
     # The key bias adds q . b_k to all of a query's scores, which the softmax ignores: absorb and shared_kv drop it.
     # The value bias is added to the output as is, since each row of attention weights sums to 1.
 
-    def _absorb(self, q: torch.Tensor, parts: Parts):
+    def _absorb(self, q: torch.Tensor, parts: Parts, need_weights: bool):
         xs, ps, scale = parts
         b, m, dim = q.shape
         h, d, cs = self.heads, dim // self.heads, xs.shape[-1]
@@ -265,18 +312,29 @@ class FastCrossAttention(CrossAttention):
         n = scores.shape[-1]
         if ps is not None:  # + the shared part's scores, one (B hM, F) x (F, N) product for the whole batch
             scores = torch.addmm(scores.view(b * h * m, n), qk[..., cs:].reshape(b * h * m, -1), ps.t())
-        scores = scores.view(b, h * m, n)
-        if scale is not None:  # the norm's 1 / sigma per token, applied once to the sum of both parts
-            scores = scores * scale[:, None, :]
-        probs = torch.softmax(scores, dim=-1)  # (B, hM, N)
-        pw = probs if scale is None else probs * scale[:, None, :]  # weights of the unscaled parts
+        probs, pw = self._softmax(b, scores, scale, need_weights)  # (B, hM, N) each; probs None if not needed
         ctx = torch.bmm(pw, xs)  # (B, hM, Cs): the attention-weighted tokens
         if ps is not None:
             ctx = torch.cat([ctx, (pw.view(b * h * m, n) @ ps).view(b, h * m, -1)], dim=-1)  # (B, hM, fa)
         out = torch.einsum("bhmf,hdf->bmhd", ctx.view(b, h, m, fa), wv).reshape(b, m, dim)
-        return out + bias[dim:], probs.view(b, h, m, n)
+        return out + bias[dim:], None if probs is None else probs.view(b, h, m, n)
 
-    def _shared_kv(self, q: torch.Tensor, parts: Parts, pe_kv):
+    @staticmethod
+    def _softmax(b: int, scores: torch.Tensor, scale: torch.Tensor | None, need_weights: bool):
+        """(attention weights or None, the weights of the unscaled parts), (B, R, N) each: scores (B R, N) or
+        (B, R, N)."""
+        n = scores.shape[-1]
+        if scale is None:
+            probs = torch.softmax(scores, dim=-1).view(b, -1, n)  # (B, R, N)
+            return probs, probs
+        s3 = scale[:, None, :]  # (B, 1, N): the norm's 1 / sigma, on the scores and on the weights
+        if not in_place_ok(scores):
+            probs = torch.softmax(scores.view(b, -1, n) * s3, dim=-1)
+            return probs, probs * s3
+        pw = ScaledSoftmax.apply(scores, scale).view(b, -1, n)
+        return (pw / s3 if need_weights else None), pw
+
+    def _shared_kv(self, q: torch.Tensor, parts: Parts, pe_kv, need_weights: bool):
         xs, ps, scale = parts
         b, m, dim = q.shape  # one head
         k_pe, v_pe = pe_kv  # (N, dim) each
@@ -285,10 +343,7 @@ class FastCrossAttention(CrossAttention):
         q = q * dim ** -0.5
         scores = torch.bmm(q @ w_xs[:dim], xs.transpose(1, 2))  # (B, M, N)
         n = scores.shape[-1]
-        scores = torch.addmm(scores.view(b * m, n), q.reshape(b * m, dim), k_pe.t()).view(b, m, n)
-        if scale is not None:
-            scores = scores * scale[:, None, :]
-        probs = torch.softmax(scores, dim=-1)  # (B, M, N)
-        pw = probs if scale is None else probs * scale[:, None, :]
+        scores = torch.addmm(scores.view(b * m, n), q.reshape(b * m, dim), k_pe.t())  # (B M, N)
+        probs, pw = self._softmax(b, scores, scale, need_weights)  # (B, M, N) each
         out = torch.addmm(torch.bmm(pw, xs).view(b * m, cs) @ w_xs[dim:].t(), pw.view(b * m, n), v_pe)
-        return (out + bias[dim:]).view(b, m, dim), probs.view(b, 1, m, n)
+        return (out + bias[dim:]).view(b, m, dim), None if probs is None else probs.view(b, 1, m, n)

@@ -6,7 +6,8 @@ same weights into both, and compares logits, attention maps and every gradient i
 import pytest
 import torch
 
-from perceiver.kernels import FastCrossAttention, FastMLP
+from perceiver import kernels
+from perceiver.kernels import FastCrossAttention, FastMLP, ScaledSoftmax
 from perceiver.model import MLP, Perceiver, PerceiverConfig, Tokens
 from perceiver.position import grid_positions
 
@@ -104,6 +105,38 @@ def test_the_input_norm_in_float32_stays_close_to_the_plain_model():
         fast = Perceiver(PerceiverConfig(**{**cfg, "kernels": "auto", "cross_kernel": kernel}))
         fast.load_state_dict(plain.state_dict())
         torch.testing.assert_close(fast(x, pos), plain(x, pos), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(fourier_bands=16), dict(use_learned_pe=True, num_tokens=64)])
+def test_the_input_norm_without_attention_maps_gives_the_same_gradients(kw):
+    plain, fast = pair(input_norm=True, **kw)  # the maps are not built then (ScaledSoftmax's output only)
+    x = torch.rand(2, 64, 3, dtype=torch.double) * 2 - 1
+    results = []
+    for model in (fast, plain):
+        model.zero_grad()
+        logits = model(x, POSITIONS["grid"]())
+        logits.pow(2).sum().backward()
+        results.append((logits, [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-10, atol=1e-12)
+    for u, v in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(u, v, rtol=1e-8, atol=1e-12)
+
+
+def test_the_input_norm_without_the_in_place_softmax(monkeypatch):
+    monkeypatch.setattr(kernels, "in_place_ok", lambda t: False)  # as under autocast or torch.compile
+    for kw in (dict(), dict(fourier_bands=16)):
+        plain, fast = pair(input_norm=True, **kw)
+        x = torch.rand(2, 64, 3, dtype=torch.double) * 2 - 1
+        assert_same(run(fast, x, POSITIONS["grid"]()), run(plain, x, POSITIONS["grid"]()))
+
+
+def test_scaled_softmax_gradients():
+    torch.manual_seed(0)
+    a = torch.randn(2 * 3, 5, dtype=torch.double, requires_grad=True)  # (B R, N)
+    s = (torch.rand(2, 5, dtype=torch.double) + 0.5).requires_grad_()  # (B, N)
+    assert torch.autograd.gradcheck(lambda a, s: ScaledSoftmax.apply(a.clone(), s), (a, s))
+    expected = torch.softmax(a.view(2, 3, 5) * s[:, None], dim=-1) * s[:, None]
+    torch.testing.assert_close(ScaledSoftmax.apply(a.detach().clone(), s.detach()).view(2, 3, 5), expected)
 
 
 def test_shared_kv_refuses_shapes_it_cannot_compute():
