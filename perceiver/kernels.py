@@ -4,22 +4,33 @@ runs model.py as written. The subclasses here keep the parameters and state-dict
 so a checkpoint loads either way; tests/test_kernels.py checks values and gradients against the plain blocks.
 
 Cross-attention (`FastCrossAttention`). The keys and values are ``t @ W^T + b`` for each token ``t = [x, pe]``
-(or its LayerNorm with ``input_norm``). Split the token into a per-sample part ``xs`` and, when the batch shares
-its positions and there is no input norm, a shared part ``ps = pe`` (N, F). Three evaluations, picked per shape
-by `FastCrossAttention.plan` (or pinned with ``cross_kernel``):
+(or its LayerNorm with ``input_norm``). Split the token into a per-sample part ``xs`` (B, N, Cs) and, when the
+batch shares its positions, a shared part ``ps`` (N, F) (`Parts`); with per-sample positions everything is in
+``xs``. Three evaluations, picked per shape by `FastCrossAttention.plan` (or pinned with ``cross_kernel``):
 
 - ``"absorb"``: when a head is wider than the token, move the projection to the (few) latents. A query's scores
-  are ``(q W_k) [xs, 1, ps]^T`` and the output is ``(P [xs, 1, ps]) W_v^T``, so the (B, N, 2 dim) keys/values are
+  are ``(q W_k) [xs, ps]^T`` and the output is ``(P [xs, ps]) W_v^T + b_v``, so the (B, N, 2 dim) keys/values are
   never built: a stage costs O(M N (C + F)) in a few large matrix products, and backward keeps only the
-  (B, heads, M, N) attention weights. The ``1`` column carries the biases (``q . b_k`` is the same for every key;
-  a row of weights sums to 1 for ``b_v``). The shared part's products run once per batch, not per sample.
+  (B, heads, M, N) attention weights. ``q . b_k`` is the same for every key, so the softmax ignores it; a row of
+  weights sums to 1, so ``b_v`` is added once. The shared part's products run once per batch, not per sample.
 - ``"shared_kv"``: one head narrower than the features, shared positions: the position half of the keys/values
   is projected once per batch, (N, 2 dim); the few per-sample channels are absorbed as above.
 - ``"project"``: keys/values materialised, (B, heads, N, d), then scaled_dot_product_attention; the position half
   is still projected once per batch when shared.
 
+The input norm with shared positions (`centred_parts`) keeps the shared part. Its affine folds into the projection,
+``W' = W diag(gamma)``, ``b' = W beta + b``, and a token's normed projection is
+``W' (t - mu_n) / sigma_n + b' = (W'_x xc_n + W'_p pc_n - (W' 1) delta_n) / sigma_n + b'``, with the token centred
+on the shared part's mean: ``pc = pe - mean(pe)`` once per batch, ``xc = x - mean(pe)`` and the small remainder
+``delta = mu - mean(pe)`` per sample. So ``xs = [xc, -delta]`` (one more column, weighted by ``W' 1``),
+``ps = pc``, and each token's contribution is scaled by ``1 / sigma_n`` (B, N): the scores once the two parts are
+summed, the attention weights before they multiply the tokens (`ScaledSoftmax`, in place: on CPU a fresh
+(B, hM, N) buffer costs more than a pass over one). Only (B, N) statistics are per sample beyond ``x``; sigma comes
+from the two parts' centred sums of squares (no ``E[t^2] - mu^2`` cancellation).
+
 Weight-shared stages see the same tokens through the same weights, so what depends only on those is computed once
-per forward pass (`perceiver.model.Tokens.cache`).
+per forward pass (`perceiver.model.Tokens.cache`); the norm's statistics, which depend on the tokens alone, once
+for all layers.
 
 MLP (`FastMLP`). Training holds ``h = fc1(y)`` but not ``gelu(h)`` for backward (`GeluMLP`): a quarter less
 activation memory per block at no measurable time cost. CPU float32 inference runs fc1 + bias + GELU as one oneDNN
@@ -29,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -125,6 +137,81 @@ class FastMLP(MLP):
 # --------------------------------------------------------------------------------------------- cross-attention
 
 
+def in_place_ok(t: torch.Tensor) -> bool:
+    """Whether `ScaledSoftmax` may run: not under autocast (whose float32 softmax it would not replay) nor
+    torch.compile (which fuses the composition itself)."""
+    return not (torch.compiler.is_compiling() or torch.is_autocast_enabled(t.device.type))
+
+
+class ScaledSoftmax(torch.autograd.Function):
+    """``softmax(a * s) * s`` along N, in a's buffer: a (B R, N) scores, s (B, N) the input norm's 1 / sigma per key.
+
+    The attention weights of the norm's unscaled token parts (`centred_parts`). Composed from autograd ops, each
+    scaling would write a fresh (B R, N) tensor forward and backward, and a fresh buffer of that size (page faults on
+    first touch) costs several in-place passes. Here forward works in place and backward writes one buffer; the
+    plain weights are ``result / s``.
+    """
+
+    @staticmethod
+    def forward(ctx, a, s):
+        b, n = s.shape
+        s3 = s[:, None, :]  # (B, 1, N)
+        raw = a.clone() if ctx.needs_input_grad[1] else None  # s's gradient needs the unscaled scores
+        z = a.view(b, -1, n).mul_(s3)  # (B, R, N)
+        z.sub_(z.amax(-1, keepdim=True)).exp_()
+        z.div_(z.sum(-1, keepdim=True)).mul_(s3)
+        ctx.mark_dirty(a)
+        ctx.save_for_backward(a, s, raw)
+        return a
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        pw, s, raw = ctx.saved_tensors
+        b, n = s.shape
+        pw, g, s3 = pw.view(b, -1, n), grad.view(b, -1, n), s[:, None, :]  # (B, R, N), (B, R, N), (B, 1, N)
+        # softmax's backward with P = pw / s and dL/dP = g s:  d/da = s P (g s - sum_N(g s P)) = pw (g s - r)
+        gpw = g * pw  # the one fresh (B, R, N) buffer
+        r = gpw.sum(-1, keepdim=True)  # (B, R, 1)
+        gs = None
+        if ctx.needs_input_grad[1]:  # through both scalings: sum_R (g pw + ga a) / s
+            gs = gpw.sum(1)
+        ga = gpw.mul_(s3).addcmul_(pw, r, value=-1.0)  # in place
+        if gs is not None:
+            gs = (gs + (ga * raw.view(b, -1, n)).sum(1)) / s
+        return ga.view(grad.shape), gs
+
+
+class Parts(NamedTuple):
+    """What a cross-attention reads of its tokens: keys/values are ``(W_xs xs + W_ps ps) * scale + b`` per token.
+
+    xs: (B, N, Cs) per sample; ps: (N, F) shared by the batch, or None; scale: (B, N), or None for 1.
+    """
+
+    xs: torch.Tensor
+    ps: torch.Tensor | None
+    scale: torch.Tensor | None
+
+
+def centred_parts(x: torch.Tensor, pe: torch.Tensor, eps: float) -> Parts:
+    """The tokens [x, pe] (x: (B, N, C), pe: (N, F) shared) LayerNorm'd without the affine, as
+    ``(t - mu) / sigma = ([xc, pc] - delta 1) * scale``, never building a (B, N, C + F) tensor.
+
+    Both parts are centred on the shared part's per-token mean ``mp``: ``pc = pe - mp`` once per batch,
+    ``xc = x - mp`` per sample, and ``delta = mu - mp = C mean(xc) / (C + F)`` is small (a mean over the C of C + F
+    features). The variance combines the two groups' centred sums of squares (Chan et al.'s parallel formula), so it
+    has no E[t^2] - mu^2 cancellation. Returns xs = [xc, -delta], whose last column the projection W 1 multiplies.
+    """
+    c, f = x.shape[-1], pe.shape[-1]
+    mp = pe.mean(-1, keepdim=True)  # (N, 1)
+    pc = pe - mp  # (N, F)
+    xc = x - mp  # (B, N, C)
+    mx = xc.mean(-1, keepdim=True)  # (B, N, 1): mean(x) - mp
+    m2 = (xc - mx).square().sum(-1) + pc.square().sum(-1) + mx.squeeze(-1).square() * (c * f / (c + f))  # (B, N)
+    scale = torch.rsqrt(m2 / (c + f) + eps)  # 1 / sigma, (B, N)
+    return Parts(torch.cat([xc, mx * (-c / (c + f))], dim=-1), pc, scale)  # xs: (B, N, C + 1)
+
+
 class FastCrossAttention(CrossAttention):
     def __init__(self, *, pin: str | None = None, **kw):
         super().__init__(**kw)
@@ -132,18 +219,19 @@ class FastCrossAttention(CrossAttention):
         self.key = next(_keys)  # this layer's entries in Tokens.cache (weight-shared stages reuse them)
 
     def attend(self, q: torch.Tensor, tokens: Tokens, need_weights: bool):
-        xs, ps = self._parts(tokens)
-        mode = self.plan(q.shape[1], xs.shape[-1], ps)
+        parts = self._parts(tokens)
+        mode = self.plan(q.shape[1], parts.xs.shape[-1], parts.ps)
         if mode == "project":
-            k, v = self._cached(tokens, "kv", lambda: self._project(xs, ps))
+            k, v = self._cached(tokens, "kv", lambda: self._project(parts))
             out, weights = attend(split_heads(q, self.heads), k, v, need_weights)
             return merge_heads(out), weights
         if mode == "shared_kv":
-            if ps is None or self.heads != 1:
+            if parts.ps is None or self.heads != 1:
                 raise ValueError("cross_kernel 'shared_kv' needs one cross-attention head and positions shared by "
                                  "the batch")
-            return self._shared_kv(q, xs, ps, self._cached(tokens, "pe_kv", lambda: self._project_shared(ps)))
-        return self._absorb(q, xs, ps)
+            return self._shared_kv(q, parts, self._cached(tokens, "pe_kv", lambda: self._project_shared(parts)),
+                                   need_weights)
+        return self._absorb(q, parts, need_weights)
 
     def plan(self, num_latents: int, per_sample: int, ps: torch.Tensor | None) -> str:
         """The cheapest exact evaluation for these shapes (multiply-adds per token and stage; see the module doc)."""
@@ -157,15 +245,20 @@ class FastCrossAttention(CrossAttention):
         fa = per_sample + 1  # absorb h*M*fa vs project (fa + M) * dim
         return "absorb" if h * m * fa < self.dim * (fa + m) else "project"
 
-    # What the layer reads of the tokens: a per-sample part (B, N, Cs) and a shared part (N, F) or None.
-    def _parts(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.norm_kv is not None:  # the norm couples a token's channels with its position: all per sample
-            return self._cached(tokens, "normed", lambda: (self.norm_kv(tokens.joined()), None))
+    def _parts(self, tokens: Tokens) -> Parts:
         if tokens.shared:
-            return tokens.x, tokens.pe.to(tokens.x.dtype)
-        return self._cached(tokens, "joined", tokens.joined, shared_by_layers=True), None
+            pe = tokens.pe.to(tokens.x.dtype)
+            if self.norm_kv is None:
+                return Parts(tokens.x, pe, None)
+            # The statistics depend on the tokens only, not on this layer's weights: once per forward for all layers.
+            eps = self.norm_kv.eps
+            return self._cached(tokens, ("centred", eps), lambda: centred_parts(tokens.x, pe, eps),
+                                shared_by_layers=True)
+        if self.norm_kv is not None:  # per-sample positions: nothing to share, the normed tokens are per sample
+            return Parts(self._cached(tokens, "normed", lambda: self.norm_kv(tokens.joined())), None, None)
+        return Parts(self._cached(tokens, "joined", tokens.joined, shared_by_layers=True), None, None)
 
-    def _cached(self, tokens: Tokens, name: str, compute, *, shared_by_layers: bool = False):
+    def _cached(self, tokens: Tokens, name, compute, *, shared_by_layers: bool = False):
         if tokens.cache is None:
             return compute()
         key = name if shared_by_layers else (self.key, name)
@@ -173,54 +266,84 @@ class FastCrossAttention(CrossAttention):
             tokens.cache[key] = compute()
         return tokens.cache[key]
 
-    def _project(self, xs: torch.Tensor, ps: torch.Tensor | None):
-        w, cs = self.to_kv.weight, xs.shape[-1]
-        kv = F.linear(xs, w[:, :cs])  # (B, N, 2 dim)
+    def _weights(self, parts: Parts):
+        """(W_xs (2 dim, Cs), b (2 dim), W_ps (2 dim, F) or None): the projection of `parts`.
+
+        With the input norm (``scale`` set), its affine is folded in: ``W' = W diag(gamma)``, ``b' = W beta + b``,
+        and the last per-sample column (``-delta``, see `centred_parts`) is multiplied by ``W' 1``.
+        """
+        w, b = self.to_kv.weight, self.to_kv.bias
+        if parts.scale is None:
+            cs = parts.xs.shape[-1]
+            return w[:, :cs], b, None if parts.ps is None else w[:, cs:]
+        wg, c = w * self.norm_kv.weight, self.in_channels
+        return (torch.cat([wg[:, :c], wg.sum(1, keepdim=True)], dim=1), torch.addmv(b, w, self.norm_kv.bias),
+                wg[:, c:])
+
+    def _project(self, parts: Parts):
+        xs, ps, scale = parts
+        w_xs, b, w_ps = self._weights(parts)
+        kv = F.linear(xs, w_xs)  # (B, N, 2 dim)
         if ps is not None:
-            kv = kv + F.linear(ps, w[:, cs:], self.to_kv.bias)  # (N, 2 dim), once per batch, broadcast over B
-        else:
-            kv = kv + self.to_kv.bias
+            kv = kv + F.linear(ps, w_ps, None if scale is not None else b)  # (N, 2 dim), once per batch
+        elif scale is None:
+            kv = kv + b
+        if scale is not None:
+            kv = torch.addcmul(b, kv, scale[..., None])  # (B, N, 2 dim)
         k, v = kv.chunk(2, dim=-1)
         return split_heads(k, self.heads), split_heads(v, self.heads)  # (B, heads, N, d) each
 
-    def _project_shared(self, ps: torch.Tensor):
-        cs = self.to_kv.in_features - ps.shape[-1]
-        return F.linear(ps, self.to_kv.weight[:, cs:]).chunk(2, dim=-1)  # (N, dim) each, no bias
+    def _project_shared(self, parts: Parts):
+        return F.linear(parts.ps, self._weights(parts)[2]).chunk(2, dim=-1)  # (N, dim) each, no bias, unscaled
 
-    def _augmented_weight(self, cs: int) -> torch.Tensor:
-        """[W_xs, b, W_ps]: (2 dim, Cs + 1 + F), the projection of the tokens [xs, 1, ps]."""
-        w, b = self.to_kv.weight, self.to_kv.bias
-        return torch.cat([w[:, :cs], b[:, None], w[:, cs:]], dim=1)
+    # The key bias adds q . b_k to all of a query's scores, which the softmax ignores: absorb and shared_kv drop it.
+    # The value bias is added to the output as is, since each row of attention weights sums to 1.
 
-    def _absorb(self, q: torch.Tensor, xs: torch.Tensor, ps: torch.Tensor | None):
+    def _absorb(self, q: torch.Tensor, parts: Parts, need_weights: bool):
+        xs, ps, scale = parts
         b, m, dim = q.shape
-        h, d, c1 = self.heads, dim // self.heads, xs.shape[-1] + 1
-        w = self._augmented_weight(xs.shape[-1])  # (2 dim, Cs + 1 + F)
+        h, d, cs = self.heads, dim // self.heads, xs.shape[-1]
+        w_xs, bias, w_ps = self._weights(parts)
+        w = w_xs if ps is None else torch.cat([w_xs, w_ps], dim=1)  # (2 dim, Cs + F)
         fa = w.shape[1]
         wk, wv = (w[:dim] * d ** -0.5).view(h, d, fa), w[dim:].view(h, d, fa)
-        qk = torch.einsum("bmhd,hdf->bhmf", q.view(b, m, h, d), wk).reshape(b, h * m, fa)  # (B, hM, Cs + 1 + F)
-        x1 = F.pad(xs, (0, 1), value=1.0)  # (B, N, Cs + 1): [xs, 1]
-        scores = torch.bmm(qk[..., :c1], x1.transpose(1, 2))  # (B, hM, N)
+        qk = torch.einsum("bmhd,hdf->bhmf", q.view(b, m, h, d), wk).reshape(b, h * m, fa)  # (B, hM, Cs + F)
+        scores = torch.bmm(qk[..., :cs], xs.transpose(1, 2))  # (B, hM, N)
         n = scores.shape[-1]
         if ps is not None:  # + the shared part's scores, one (B hM, F) x (F, N) product for the whole batch
-            scores = torch.addmm(scores.view(b * h * m, n), qk[..., c1:].reshape(b * h * m, -1), ps.t())
-        probs = torch.softmax(scores.view(b, h * m, n), dim=-1)  # (B, hM, N)
-        ctx = torch.bmm(probs, x1)  # (B, hM, Cs + 1): the attention-weighted tokens
+            scores = torch.addmm(scores.view(b * h * m, n), qk[..., cs:].reshape(b * h * m, -1), ps.t())
+        probs, pw = self._softmax(b, scores, scale, need_weights)  # (B, hM, N) each; probs None if not needed
+        ctx = torch.bmm(pw, xs)  # (B, hM, Cs): the attention-weighted tokens
         if ps is not None:
-            ctx = torch.cat([ctx, (probs.view(b * h * m, n) @ ps).view(b, h * m, -1)], dim=-1)  # (B, hM, fa)
+            ctx = torch.cat([ctx, (pw.view(b * h * m, n) @ ps).view(b, h * m, -1)], dim=-1)  # (B, hM, fa)
         out = torch.einsum("bhmf,hdf->bmhd", ctx.view(b, h, m, fa), wv).reshape(b, m, dim)
-        return out, probs.view(b, h, m, n)
+        return out + bias[dim:], None if probs is None else probs.view(b, h, m, n)
 
-    def _shared_kv(self, q: torch.Tensor, xs: torch.Tensor, ps: torch.Tensor, pe_kv):
+    @staticmethod
+    def _softmax(b: int, scores: torch.Tensor, scale: torch.Tensor | None, need_weights: bool):
+        """(attention weights or None, the weights of the unscaled parts), (B, R, N) each: scores (B R, N) or
+        (B, R, N)."""
+        n = scores.shape[-1]
+        if scale is None:
+            probs = torch.softmax(scores, dim=-1).view(b, -1, n)  # (B, R, N)
+            return probs, probs
+        s3 = scale[:, None, :]  # (B, 1, N): the norm's 1 / sigma, on the scores and on the weights
+        if not in_place_ok(scores):
+            probs = torch.softmax(scores.view(b, -1, n) * s3, dim=-1)
+            return probs, probs * s3
+        pw = ScaledSoftmax.apply(scores, scale).view(b, -1, n)
+        return (pw / s3 if need_weights else None), pw
+
+    def _shared_kv(self, q: torch.Tensor, parts: Parts, pe_kv, need_weights: bool):
+        xs, ps, scale = parts
         b, m, dim = q.shape  # one head
         k_pe, v_pe = pe_kv  # (N, dim) each
-        c1 = xs.shape[-1] + 1
-        w = self._augmented_weight(xs.shape[-1])[:, :c1]  # (2 dim, Cs + 1): the per-sample and bias columns
-        x1 = F.pad(xs, (0, 1), value=1.0)  # (B, N, Cs + 1)
+        cs = xs.shape[-1]
+        w_xs, bias, _ = self._weights(parts)  # (2 dim, Cs): the per-sample columns
         q = q * dim ** -0.5
-        scores = torch.bmm(q @ w[:dim], x1.transpose(1, 2))  # (B, M, N)
+        scores = torch.bmm(q @ w_xs[:dim], xs.transpose(1, 2))  # (B, M, N)
         n = scores.shape[-1]
-        scores = torch.addmm(scores.view(b * m, n), q.reshape(b * m, dim), k_pe.t())
-        probs = torch.softmax(scores.view(b, m, n), dim=-1)
-        out = torch.addmm(torch.bmm(probs, x1).view(b * m, c1) @ w[dim:].t(), probs.view(b * m, n), v_pe)
-        return out.view(b, m, dim), probs.view(b, 1, m, n)
+        scores = torch.addmm(scores.view(b * m, n), q.reshape(b * m, dim), k_pe.t())  # (B M, N)
+        probs, pw = self._softmax(b, scores, scale, need_weights)  # (B, M, N) each
+        out = torch.addmm(torch.bmm(pw, xs).view(b * m, cs) @ w_xs[dim:].t(), pw.view(b * m, n), v_pe)
+        return (out + bias[dim:]).view(b, m, dim), None if probs is None else probs.view(b, 1, m, n)

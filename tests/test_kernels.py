@@ -6,11 +6,12 @@ same weights into both, and compares logits, attention maps and every gradient i
 import pytest
 import torch
 
-from perceiver.kernels import FastCrossAttention, FastMLP
-from perceiver.model import MLP, Perceiver, PerceiverConfig
+from perceiver import kernels
+from perceiver.kernels import FastCrossAttention, FastMLP, ScaledSoftmax
+from perceiver.model import MLP, Perceiver, PerceiverConfig, Tokens
 from perceiver.position import grid_positions
 
-# input_norm off by default here: the norm routes every token through the per-sample path; it has its own cases.
+# input_norm off by default here (the plain projection of [x, pe]); it has its own cases.
 BASE = dict(in_channels=3, num_classes=5, pos_dim=2, fourier_bands=4, max_freq=8.0, num_latents=6, latent_dim=32,
             num_cross_attend_stages=3, num_transformer_blocks=1, num_heads=2, input_norm=False)
 
@@ -53,15 +54,20 @@ POSITIONS = {"grid": lambda: grid_positions(8, 8).double(),
     (dict(pos_dim=3, pos_from_input=True), None),       # point clouds: per-sample positions from the input
     (dict(use_learned_pe=True, num_tokens=64), "grid"),
     (dict(output_pooling="cls"), "per-sample"),
-    (dict(input_norm=True), "grid"),                    # the norm couples channels and positions
     (dict(cross_dim=12, cross_heads=2), "grid"),        # a cross-attention narrower than the latents
+    # the input norm: per-token statistics, and its affine folded into the projection when positions are shared
+    (dict(input_norm=True), "grid"),
+    (dict(input_norm=True, fourier_bands=16), "grid"),
+    (dict(input_norm=True, cross_heads=2), "grid"),
+    (dict(input_norm=True, use_learned_pe=True, num_tokens=64), "grid"),  # gradients reach the shared part
     (dict(input_norm=True, cross_dim=48), "per-sample"),
+    (dict(input_norm=True, pos_dim=3, pos_from_input=True), None),
 ])
 @pytest.mark.parametrize("kernel", ["auto", "absorb", "shared_kv", "project"])
 def test_fast_cross_attention_matches_the_plain_model(kw, pos, kernel):
     shared = pos == "grid" or kw.get("use_learned_pe", False)
-    if kernel == "shared_kv" and (kw.get("cross_heads", 1) > 1 or not shared or kw.get("input_norm")):
-        pytest.skip("shared_kv needs one head and positions shared by the batch, with no input norm")
+    if kernel == "shared_kv" and (kw.get("cross_heads", 1) > 1 or not shared):
+        pytest.skip("shared_kv needs one head and positions shared by the batch")
     plain, fast = pair(**kw, cross_kernel=kernel)
     x = torch.rand(2, 64, 3, dtype=torch.double) * 2 - 1
     assert isinstance(fast.cross_layers[0], FastCrossAttention)
@@ -76,6 +82,61 @@ def test_auto_picks_the_cheap_evaluation_for_each_shape():
     assert layer.plan(6, 3, torch.zeros(64, 40)) == "shared_kv"
     layer.heads = 4
     assert layer.plan(6, 3, torch.zeros(64, 40)) == "project"
+
+
+@pytest.mark.parametrize("bands, mode", [(4, "absorb"), (16, "shared_kv")])
+def test_the_input_norm_keeps_shared_positions_on_the_cheap_evaluations(bands, mode):
+    _, fast = pair(input_norm=True, fourier_bands=bands)
+    layer = fast.cross_layers[0]
+    x = torch.rand(2, 64, 3, dtype=torch.double)
+    tokens = Tokens(x, fast.position_features(x, POSITIONS["grid"]()))
+    parts = layer._parts(tokens)
+    assert parts.ps is not None and parts.ps.shape == (64, layer.pe_features)  # no per-sample position features
+    assert layer.plan(6, parts.xs.shape[-1], parts.ps) == mode
+
+
+def test_the_input_norm_in_float32_stays_close_to_the_plain_model():
+    # tokens far from zero mean (a large mu against sigma): float32 agrees with the plain LayerNorm path
+    torch.manual_seed(0)
+    cfg = dict(BASE, input_norm=True, kernels="plain")
+    plain = Perceiver(PerceiverConfig(**cfg))
+    x, pos = torch.rand(2, 64, 3) * 0.1 + 30.0, grid_positions(8, 8)
+    for kernel in ("absorb", "project"):
+        fast = Perceiver(PerceiverConfig(**{**cfg, "kernels": "auto", "cross_kernel": kernel}))
+        fast.load_state_dict(plain.state_dict())
+        torch.testing.assert_close(fast(x, pos), plain(x, pos), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(fourier_bands=16), dict(use_learned_pe=True, num_tokens=64)])
+def test_the_input_norm_without_attention_maps_gives_the_same_gradients(kw):
+    plain, fast = pair(input_norm=True, **kw)  # the maps are not built then (ScaledSoftmax's output only)
+    x = torch.rand(2, 64, 3, dtype=torch.double) * 2 - 1
+    results = []
+    for model in (fast, plain):
+        model.zero_grad()
+        logits = model(x, POSITIONS["grid"]())
+        logits.pow(2).sum().backward()
+        results.append((logits, [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-10, atol=1e-12)
+    for u, v in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(u, v, rtol=1e-8, atol=1e-12)
+
+
+def test_the_input_norm_without_the_in_place_softmax(monkeypatch):
+    monkeypatch.setattr(kernels, "in_place_ok", lambda t: False)  # as under autocast or torch.compile
+    for kw in (dict(), dict(fourier_bands=16)):
+        plain, fast = pair(input_norm=True, **kw)
+        x = torch.rand(2, 64, 3, dtype=torch.double) * 2 - 1
+        assert_same(run(fast, x, POSITIONS["grid"]()), run(plain, x, POSITIONS["grid"]()))
+
+
+def test_scaled_softmax_gradients():
+    torch.manual_seed(0)
+    a = torch.randn(2 * 3, 5, dtype=torch.double, requires_grad=True)  # (B R, N)
+    s = (torch.rand(2, 5, dtype=torch.double) + 0.5).requires_grad_()  # (B, N)
+    assert torch.autograd.gradcheck(lambda a, s: ScaledSoftmax.apply(a.clone(), s), (a, s))
+    expected = torch.softmax(a.view(2, 3, 5) * s[:, None], dim=-1) * s[:, None]
+    torch.testing.assert_close(ScaledSoftmax.apply(a.detach().clone(), s.detach()).view(2, 3, 5), expected)
 
 
 def test_shared_kv_refuses_shapes_it_cannot_compute():
