@@ -60,6 +60,12 @@ def fast_blocks(config: PerceiverConfig):
 # -------------------------------------------------------------------------------------------------------- MLP
 
 
+def custom_autograd_ok(t: torch.Tensor) -> bool:
+    """Whether the hand-written autograd functions here (`GeluMLP`, `ScaledSoftmax`) may run on ``t``: not under
+    autocast, whose casts their backward would not replay, nor torch.compile, which fuses the plain composition."""
+    return not (torch.compiler.is_compiling() or torch.is_autocast_enabled(t.device.type))
+
+
 class GeluMLP(torch.autograd.Function):
     """``fc2(gelu(fc1(y)))`` that keeps only ``y`` and ``h = fc1(y)`` for backward, not ``gelu(h)``.
 
@@ -121,9 +127,8 @@ class FastMLP(MLP):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm(x)
-        if torch.compiler.is_compiling() or torch.is_autocast_enabled(y.device.type) \
-                or y.dtype != self.fc1.weight.dtype:
-            return super().forward(x)  # autocast's casts are not replayed by the custom backward; compile fuses
+        if not custom_autograd_ok(y) or y.dtype != self.fc1.weight.dtype:
+            return super().forward(x)
         if torch.is_grad_enabled():
             if not self.recompute_gelu:
                 return super().forward(x)
@@ -135,12 +140,6 @@ class FastMLP(MLP):
 
 
 # --------------------------------------------------------------------------------------------- cross-attention
-
-
-def in_place_ok(t: torch.Tensor) -> bool:
-    """Whether `ScaledSoftmax` may run: not under autocast (whose float32 softmax it would not replay) nor
-    torch.compile (which fuses the composition itself)."""
-    return not (torch.compiler.is_compiling() or torch.is_autocast_enabled(t.device.type))
 
 
 class ScaledSoftmax(torch.autograd.Function):
@@ -328,7 +327,7 @@ class FastCrossAttention(CrossAttention):
             probs = torch.softmax(scores, dim=-1).view(b, -1, n)  # (B, R, N)
             return probs, probs
         s3 = scale[:, None, :]  # (B, 1, N): the norm's 1 / sigma, on the scores and on the weights
-        if not in_place_ok(scores):
+        if not custom_autograd_ok(scores):
             probs = torch.softmax(scores.view(b, -1, n) * s3, dim=-1)
             return probs, probs * s3
         pw = ScaledSoftmax.apply(scores, scale).view(b, -1, n)

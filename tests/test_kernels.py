@@ -123,7 +123,7 @@ def test_the_input_norm_without_attention_maps_gives_the_same_gradients(kw):
 
 
 def test_the_input_norm_without_the_in_place_softmax(monkeypatch):
-    monkeypatch.setattr(kernels, "in_place_ok", lambda t: False)  # as under autocast or torch.compile
+    monkeypatch.setattr(kernels, "custom_autograd_ok", lambda t: False)  # as under autocast or torch.compile
     for kw in (dict(), dict(fourier_bands=16)):
         plain, fast = pair(input_norm=True, **kw)
         x = torch.rand(2, 64, 3, dtype=torch.double) * 2 - 1
