@@ -41,7 +41,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Perceiver": "model",
-    "PerceiverConfig": "model",
+    "PerceiverConfig": "config",
     "FourierEncoding": "position",
     "LearnedEncoding": "position",
     "fourier_features": "position",

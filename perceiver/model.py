@@ -26,113 +26,22 @@ Paper choices and where this departs from them (README, "Where this repository d
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .position import FourierEncoding, LearnedEncoding, fourier_num_features
+from .config import PerceiverConfig
+from .position import FourierEncoding, LearnedEncoding
+from .stem import ConvStem
+
+__all__ = ["Perceiver", "PerceiverConfig"]
 
 # Standard deviation of a unit normal truncated to [-2, 2]: dividing by it makes a truncated-normal init have the
 # standard deviation asked for (as in DeepMind's code, haiku's VarianceScaling).
 TRUNC_NORMAL_STD = 0.87962566103423978
-
-
-@dataclass
-class PerceiverConfig:
-    in_channels: int = 3
-    num_classes: int = 10
-    pos_dim: int = 2                     # coordinates per token: 2 for images, 3 for point clouds
-    pos_from_input: bool = False         # the first pos_dim channels of x are its positions (point clouds)
-    num_tokens: int | None = None        # N; required by the learned positional encoding
-    fourier_bands: int = 64
-    max_freq: float = 32.0               # samples per axis of [-1, 1]; see perceiver/position.py
-    use_learned_pe: bool = False
-    learned_pe_dim: int | None = None    # default: as wide as the Fourier features, for a like-for-like comparison
-    num_latents: int = 96
-    latent_dim: int = 384
-    num_cross_attend_stages: int = 4
-    num_transformer_blocks: int = 4
-    num_heads: int = 3                   # latent self-attention heads
-    cross_heads: int = 1                 # the paper uses a single cross-attention head
-    cross_dim: int | None = None         # width of the cross-attention's q/k/v; None: latent_dim
-    input_norm: bool = True              # LayerNorm over each [x, position features] token before its projection
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
-    drop_path: float = 0.0               # stochastic depth of the latent blocks, rising linearly to this rate
-    output_pooling: str = "mean"         # "mean" over latents, or "cls": a dedicated learned latent
-    final_norm: bool = True              # LayerNorm on the latents before pooling
-    weight_sharing: bool = True
-    init: str = "fan_in"                 # linear weights: "fan_in" std 1/sqrt(fan_in); "trunc_fan_in" 0.88x that
-    # --- how the function is computed, not which function: never part of a checkpoint's identity
-    kernels: str = "auto"                # "auto": the exact speed-ups of perceiver/kernels.py; "plain": this file
-    cross_kernel: str = "auto"           # with kernels="auto": pin "absorb" | "shared_kv" | "project"
-    gelu_recompute: bool = True          # with kernels="auto": the MLP's backward recomputes GELU (less memory)
-    activation_checkpointing: bool = False
-
-    #: fields that change speed or memory but not the function: a run may resume with other values.
-    COMPUTE_FIELDS = ("kernels", "cross_kernel", "gelu_recompute", "activation_checkpointing")
-
-    def __post_init__(self) -> None:
-        for name in ("in_channels", "num_classes", "pos_dim", "num_latents", "latent_dim",
-                     "num_cross_attend_stages", "num_heads", "cross_heads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_transformer_blocks < 0:
-            raise ValueError(f"num_transformer_blocks must be >= 0, got {self.num_transformer_blocks}")
-        if self.cross_dim is not None and self.cross_dim < 1:
-            raise ValueError(f"cross_dim must be >= 1, got {self.cross_dim}")
-        for name, width, heads in (("num_heads", self.latent_dim, self.num_heads),
-                                   ("cross_heads", self.cross_width, self.cross_heads)):
-            if width % heads:
-                what = "latent_dim" if name == "num_heads" else "the cross-attention width (cross_dim or latent_dim)"
-                raise ValueError(f"{what} ({width}) must be divisible by {name} ({heads})")
-        choices = {"output_pooling": ("mean", "cls"), "init": ("fan_in", "trunc_fan_in"),
-                   "kernels": ("auto", "plain"), "cross_kernel": ("auto", "absorb", "shared_kv", "project")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
-        for name in ("dropout", "drop_path"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.use_learned_pe and not self.num_tokens:
-            raise ValueError("the learned positional encoding needs num_tokens (the fixed input size)")
-        if self.pos_from_input and self.in_channels < self.pos_dim:
-            raise ValueError(f"pos_from_input needs at least pos_dim ({self.pos_dim}) input channels")
-
-    @property
-    def pe_features(self) -> int:
-        fourier = fourier_num_features(self.pos_dim, self.fourier_bands)
-        if self.use_learned_pe:
-            return self.learned_pe_dim or fourier
-        return fourier
-
-    @property
-    def cross_width(self) -> int:
-        return self.cross_dim or self.latent_dim
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def identity(self) -> dict:
-        """The fields that define the function (what a checkpoint must match to be resumed)."""
-        return {k: v for k, v in self.to_dict().items() if k not in self.COMPUTE_FIELDS}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PerceiverConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown PerceiverConfig fields: {', '.join(unknown)}")
-        d = dict(d)
-        # Configs saved before these fields existed: point clouds were the only models fed their own
-        # coordinates, and linear layers had the uncorrected truncated-normal init.
-        d.setdefault("pos_from_input", d.get("pos_dim") == 3)
-        d.setdefault("init", "trunc_fan_in")
-        d.setdefault("input_norm", False)
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -282,6 +191,9 @@ class Perceiver(nn.Module):
             self.pos_enc = LearnedEncoding(num_tokens=c.num_tokens, dim=c.pe_features)
         else:
             self.pos_enc = FourierEncoding(pos_dim=c.pos_dim, num_bands=c.fourier_bands, max_freq=c.max_freq)
+        self.stem = None
+        if c.stem == "conv":
+            self.stem = ConvStem(in_channels=c.in_channels, width=c.stem_width, image_size=c.image_size)
 
         self.latents = nn.Parameter(torch.empty(c.num_latents, c.latent_dim))
         self.cls = nn.Parameter(torch.empty(1, c.latent_dim)) if c.output_pooling == "cls" else None
@@ -296,7 +208,7 @@ class Perceiver(nn.Module):
             return mlp_cls(dim=c.latent_dim, ratio=c.mlp_ratio, dropout=c.dropout, drop_path=drop_path)
 
         def cross() -> CrossAttention:
-            return cross_cls(latent_dim=c.latent_dim, in_channels=c.in_channels, pe_features=c.pe_features,
+            return cross_cls(latent_dim=c.latent_dim, in_channels=c.token_channels, pe_features=c.pe_features,
                              dim=c.cross_width, heads=c.cross_heads, input_norm=c.input_norm, mlp=mlp(),
                              dropout=c.dropout)
 
@@ -327,8 +239,8 @@ class Perceiver(nn.Module):
         # attention logit scales with 1/N (docs/RECIPES.md: 0.21 vs 0.33 validation accuracy after 3 epochs).
         correction = 1.0 / TRUNC_NORMAL_STD if self.config.init == "fan_in" else 1.0
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                std = correction / math.sqrt(m.in_features)
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                std = correction / math.sqrt(m.weight[0].numel())  # fan-in: in_features, or in_channels * k * k
                 nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.LayerNorm):
@@ -362,6 +274,8 @@ class Perceiver(nn.Module):
         if x.dim() != 3 or x.shape[-1] != c.in_channels:
             raise ValueError(f"expected tokens of shape (B, N, {c.in_channels}), got {tuple(x.shape)}")
         b = x.shape[0]
+        if self.stem is not None:
+            x = self.stem(x)  # (B, N, stem_width)
         ckpt = c.activation_checkpointing and self.training and torch.is_grad_enabled()
         # recomputing a checkpointed stage must redo the same work, so nothing is shared between stages then
         tokens = Tokens(x, self.position_features(x, pos), cache=None if ckpt else {})

@@ -208,6 +208,9 @@ BAD_FLAGS = [
     (["--warmup_epochs", "10", "--epochs", "3"], 2, "--warmup_epochs"),
     (["--num_workers", "-1"], 2, "--num_workers"),
     (["--label_smoothing", "1"], 2, "--label_smoothing"),
+    (["--stem", "conv", "--permute_pixels"], 2, "--permute_pixels"),
+    (["--stem", "conv", "--dataset", "shapes3d"], 2, "--stem conv needs an image dataset"),
+    (["--stem", "conv", "--stem_width", "0"], 2, "--stem_width"),
     (["--dataset", "cifar10", "--data_dir", "PARTIAL"], 1, "CIFAR-10 files missing"),
 ]
 
