@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="conv: a 3x3 convolution and GELU turn each pixel into --stem_width features of its "
                         "neighbourhood before the cross-attention (perceiver/stem.py; images only; not the paper's "
                         "model, which reads raw pixels) (default: %(default)s)")
-    g.add_argument("--stem_width", type=int, default=64,
+    g.add_argument("--stem_width", type=int, default=32,
                    help="features per pixel made by --stem conv (default: %(default)s)")
     g.add_argument("--init", choices=("fan_in", "trunc_fan_in"), default="fan_in",
                    help="linear-layer init: fan_in = truncated normal with std exactly 1/sqrt(fan_in); "
@@ -152,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     g.add_argument("--no_final_norm", action="store_true",
                    help="no LayerNorm on the latents before pooling (default: %(default)s)")
-    g.add_argument("--mlp_ratio", type=float, default=4.0, help="MLP hidden width / D (default: %(default)s)")
+    g.add_argument("--mlp_ratio", type=float, default=1.0,
+                   help="MLP hidden width / D; 1 is DeepMind's widening factor, and learned better in 600 s than 4 "
+                        "(docs/RECIPES.md) (default: %(default)s)")
     g.add_argument("--dropout", type=float, default=0.0, help="dropout rate (default: %(default)s)")
     g.add_argument("--drop_path", type=float, default=0.0,
                    help="stochastic depth: drop rate of the latent blocks' residual branches, rising linearly "

@@ -43,7 +43,7 @@ GOALS = {  # Issue 6 (CPU): ours/theirs on exp1, small; FLOP/s fraction; scaling
 
 def ours_config(cfg: dict, **overrides) -> PerceiverConfig:
     """Our model for a benchmark config: point clouds take their positions from the xyz channels."""
-    base = {**cfg["model"], "dropout": 0.0}
+    base = {"mlp_ratio": 4.0, **cfg["model"], "dropout": 0.0}  # perceiver-pytorch's MLPs are 4 wide too
     base.setdefault("pos_from_input", cfg.get("kind", "points") != "image")
     return PerceiverConfig(**{**base, **overrides})
 

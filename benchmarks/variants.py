@@ -17,7 +17,7 @@ from perceiver.model import Perceiver
 #: K/V materialised, position half once per batch) and the MLP's GELU recomputation; "ours-plain" runs the
 #: plain model of perceiver/model.py. Variants differ by their PerceiverConfig only.
 OURS_VARIANTS: dict[str, tuple[dict, str]] = {
-    "ours": ({}, "mlp_ratio 4 (default)"),
+    "ours": ({}, "mlp_ratio 4 (train.py's default is 1; 4 matches their feed-forward width)"),
     "ours-ff6": ({"mlp_ratio": 6.0}, "mlp_ratio 6 = their GEGLU's FLOPs and weights"),
     "ours-ckpt": ({"activation_checkpointing": True}, "activation checkpointing"),
     "ours-no-absorb": ({"cross_kernel": "project"}, "ablation: K/V materialised (project path)"),

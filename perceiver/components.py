@@ -144,6 +144,9 @@ def check_data_fits(config: PerceiverConfig, bundle: DataBundle, checkpoint) -> 
     got = {"num_classes": bundle.num_classes, "in_channels": bundle.in_channels, "pos_dim": bundle.pos_dim}
     if config.use_learned_pe:
         want["num_tokens"], got["num_tokens"] = config.num_tokens, bundle.num_tokens
+    if config.stem != "none":
+        want["image_size"] = config.image_size
+        got["image_size"] = tuple(bundle.image_shape[:2]) if bundle.image_shape is not None else None
     diff = [f"{k}: model {want[k]} vs data {got[k]}" for k in want if want[k] != got[k]]
     if diff:
         raise CheckpointError(f"checkpoint {checkpoint} does not fit dataset {bundle.name} ({'; '.join(diff)})")

@@ -27,9 +27,9 @@ class PerceiverConfig:
     cross_dim: int | None = None         # width of the cross-attention's q/k/v; None: latent_dim
     input_norm: bool = True              # LayerNorm over each [x, position features] token before its projection
     stem: str = "none"                   # "conv": perceiver/stem.py's convolution before the cross-attention
-    stem_width: int = 64                 # features per pixel the stem makes
+    stem_width: int = 32                 # features per pixel the stem makes
     image_size: tuple[int, int] | None = None  # (H, W) of image tokens, for the stem (None without one)
-    mlp_ratio: float = 4.0
+    mlp_ratio: float = 1.0               # MLP hidden width / latent_dim: DeepMind's widening factor
     dropout: float = 0.0
     drop_path: float = 0.0               # stochastic depth of the latent blocks, rising linearly to this rate
     output_pooling: str = "mean"         # "mean" over latents, or "cls": a dedicated learned latent

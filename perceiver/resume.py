@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from .errors import CheckpointError, RunDirError
-from .rundir import RunDir, write_error
+from .rundir import RunDir, launcher, write_error
 
 #: flags that a resumed run may change: they do not touch the weights, the data order or the schedule.
 RESUME_OVERRIDES = frozenset({
@@ -106,11 +106,6 @@ def check_not_running(run: RunDir) -> None:
     except OSError:
         return
     raise RunDirError(f"{run.path} is in use by a running train.py (pid {pid}); stop it first")
-
-
-def launcher(world_size: int) -> str:
-    """How a run of ``world_size`` processes is started again."""
-    return f"torchrun --nproc_per_node {world_size}" if world_size > 1 else "python"
 
 
 def restore_training(parts, state: dict, *, world_size: int, run_path) -> tuple:

@@ -27,8 +27,8 @@ from . import epoch, tracking
 from .engine import EpochResult, EpochSums, LoopState, NonFiniteLossError, Stop, StepRecord, train_one_epoch
 from .errors import PerceiverError
 from .parts import build_parts
-from .resume import RESUME_OVERRIDES, check_not_running, clear_run, launcher, locate, merge_args, restore_training
-from .rundir import RunDir
+from .resume import RESUME_OVERRIDES, check_not_running, clear_run, locate, merge_args, restore_training
+from .rundir import RunDir, launcher
 from .schedule import progress
 from .stopping import StopConditions
 

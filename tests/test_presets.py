@@ -89,7 +89,7 @@ python train.py \
 # The README's quick start before presets existed.
 QUICKSTART = ("--experiment_name quickstart --dataset shapes2d --max_time 60 --num_latents 32 --latent_dim 64 "
               "--num_cross_attend_stages 1 --num_transformer_blocks 2 --num_heads 2 --threads 1 --init trunc_fan_in "
-              "--save_attention_maps --save_metrics")
+              "--mlp_ratio 4 --save_attention_maps --save_metrics")
 
 
 def spec_argv(name: str) -> list[str]:

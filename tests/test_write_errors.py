@@ -176,6 +176,17 @@ def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, mon
     assert _read(path, kind) == 2
 
 
+def test_write_error_under_torchrun_says_to_resume_with_torchrun(tmp_path, monkeypatch):
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    path.parent.mkdir(parents=True)
+    _checkpoint(path, 1)
+    monkeypatch.setenv("WORLD_SIZE", "4")  # what torchrun sets in each of its processes
+    DiskFull(monkeypatch, "last.pt", "write")
+    with pytest.raises(WriteError) as e:
+        _checkpoint(path, 2)
+    assert str(e.value).endswith(f"then torchrun --nproc_per_node 4 train.py --resume {tmp_path / 'run'}")
+
+
 def test_failed_append_leaves_no_partial_line(tmp_path, monkeypatch):
     path = tmp_path / "metrics.jsonl"
     append_jsonl(path, {"epoch": 1, "loss": 0.5})

@@ -42,6 +42,14 @@ from .metrics import SERIES_FIELDS, TIMING_FIELDS, EpochRow
 STATES = ("running", "finished", "failed", "interrupted")
 
 
+def launcher(world_size: int | None = None) -> str:
+    """How a run of ``world_size`` processes is started again; None: this process's own world (torchrun sets
+    WORLD_SIZE in each process it starts)."""
+    if world_size is None:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    return f"torchrun --nproc_per_node {world_size}" if world_size > 1 else "python"
+
+
 class RunDir:
     """One run directory: paths, writer and reader.
 
@@ -85,9 +93,9 @@ class RunDir:
     def resume_hint(self) -> str:
         """How to carry on after a failed write has been fixed."""
         if self.last_checkpoint.is_file():
-            return f"python train.py --resume {self.path}"
+            return f"{launcher()} train.py --resume {self.path}"
         if self.best_checkpoint.is_file():  # written just before the first last.pt, which failed: same state
-            return f"python train.py --resume {self.best_checkpoint}"
+            return f"{launcher()} train.py --resume {self.best_checkpoint}"
         return "run the same command again with --overwrite (no checkpoint was saved yet)"
 
     @contextmanager
