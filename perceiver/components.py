@@ -125,8 +125,9 @@ def model_config(args: argparse.Namespace, bundle: DataBundle) -> PerceiverConfi
         latent_dim=args.latent_dim, num_cross_attend_stages=args.num_cross_attend_stages,
         num_transformer_blocks=args.num_transformer_blocks, num_heads=args.num_heads, cross_heads=args.cross_heads,
         cross_dim=args.cross_dim, input_norm=args.input_norm, stem=args.stem, stem_width=args.stem_width,
-        image_size=tuple(bundle.image_shape[:2]) if args.stem != "none" else None,  # old runs' configs match mlp_ratio=args.mlp_ratio, dropout=args.dropout,
-        drop_path=args.drop_path,
+        # the image size only with a stem, so that the configs of runs saved before the stem existed still match
+        image_size=tuple(bundle.image_shape[:2]) if args.stem != "none" else None,
+        mlp_ratio=args.mlp_ratio, dropout=args.dropout, drop_path=args.drop_path,
         output_pooling=args.output_pooling, final_norm=not args.no_final_norm,
         weight_sharing=not args.no_weight_sharing, init=args.init, kernels=args.kernels,
         activation_checkpointing=args.activation_checkpointing)

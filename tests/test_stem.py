@@ -85,3 +85,43 @@ def test_stem_run_trains_and_reloads_for_prediction(run_train):
     assert run.load_attention(2).cross.shape[-1] == 1024  # the maps still cover every pixel
     loaded = load_model(res.run_dir)
     assert loaded.model.stem is not None and loaded.model.stem.conv.out_channels == 8
+
+
+# Every model flag of train.py must reach the model: a flag dropped on the way (as --mlp_ratio and --dropout once
+# were) trains the default model silently.
+MODEL_FLAGS = {  # flag -> (value typed, the PerceiverConfig field and the value it must hold)
+    "--num_latents": ("12", "num_latents", 12), "--latent_dim": ("48", "latent_dim", 48),
+    "--num_cross_attend_stages": ("3", "num_cross_attend_stages", 3),
+    "--num_transformer_blocks": ("3", "num_transformer_blocks", 3), "--num_heads": ("6", "num_heads", 6),
+    "--cross_heads": ("2", "cross_heads", 2), "--cross_dim": ("24", "cross_dim", 24),
+    "--no_input_norm": (None, "input_norm", False), "--stem": ("conv", "stem", "conv"),
+    "--stem_width": ("7", "stem_width", 7), "--init": ("trunc_fan_in", "init", "trunc_fan_in"),
+    "--no_final_norm": (None, "final_norm", False), "--mlp_ratio": ("2.5", "mlp_ratio", 2.5),
+    "--dropout": ("0.25", "dropout", 0.25), "--drop_path": ("0.2", "drop_path", 0.2),
+    "--output_pooling": ("cls", "output_pooling", "cls"), "--use_learned_pe": (None, "use_learned_pe", True),
+    "--no_weight_sharing": (None, "weight_sharing", False), "--fourier_bands": ("5", "fourier_bands", 5),
+    "--max_freq": ("9", "max_freq", 9.0), "--kernels": ("plain", "kernels", "plain"),
+    "--activation_checkpointing": (None, "activation_checkpointing", True),
+}
+
+
+def test_every_model_flag_reaches_the_model_config():
+    import train
+    from perceiver.components import model_config
+    from perceiver.data import build_dataset
+
+    parser = train.build_parser()
+    group = next(g for g in parser._action_groups if g.title == "model")
+    assert {a.option_strings[0] for a in group._group_actions} <= set(MODEL_FLAGS)  # a new model flag: add it above
+    argv = ["--dataset", "shapes2d", "--shapes_train_size", "20", "--shapes_test_size", "10"]
+    for flag, (value, _, _) in MODEL_FLAGS.items():
+        argv += [flag] if value is None else [flag, value]
+    args = train.resolve_defaults(parser.parse_args(argv))
+    config = model_config(args, build_dataset(args))
+    for flag, (_, name, want) in MODEL_FLAGS.items():
+        assert getattr(config, name) == want, flag
+    assert config.image_size == (32, 32)
+    defaults = PerceiverConfig(in_channels=3)
+    untouched = [f for f in ("num_latents", "latent_dim", "mlp_ratio", "dropout", "stem_width", "cross_heads")
+                 if getattr(defaults, f) == getattr(config, f)]
+    assert untouched == []
