@@ -4,9 +4,10 @@ The Perceiver reads raw pixels, one token per pixel, and owes its vision entirel
 features; on a few thousand images that learns slowly (README, "Learning quality"). Perceiver IO (Jaegle et al.
 2022) reports its best ImageNet result without pretraining with a small convolutional preprocessing (a convolution
 and a max-pool) in front of the cross-attention. This module is that idea at CIFAR scale, without the
-downsampling, kept to what does not change the rest of the model: one ``kernel_size`` x ``kernel_size`` convolution (stride 1, zero padding) and a GELU turn
-each pixel's colour into ``width`` features of its neighbourhood. The grid, the number of tokens and their
-positions are unchanged, so positional features, attention maps and the visualizers work as without a stem.
+downsampling, kept to what does not change the rest of the model: one ``kernel_size`` x ``kernel_size``
+convolution (stride 1, zero padding) and a GELU turn each pixel's colour into ``width`` features of its
+neighbourhood. The grid, the number of tokens and their positions are unchanged, so positional features,
+attention maps and the visualizers work as without a stem.
 
     tokens (B, H*W, C) -> image (B, C, H, W) -> conv, GELU (B, width, H, W) -> tokens (B, H*W, width)
 """
