@@ -22,6 +22,8 @@ Paper choices and where this departs from them (README, "Where this repository d
 - Weight sharing (paper §4.1): the first cross-attend and the first latent transformer have their own weights;
   every later stage shares one cross-attend and one latent transformer.
 - Classification: the latents are averaged (or a learned ``cls`` latent is read) and projected to logits.
+- Not the paper's, off by default: ``stem="conv"`` puts a convolution per pixel before the cross-attention
+  (`perceiver/stem.py`).
 """
 from __future__ import annotations
 
