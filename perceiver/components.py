@@ -126,7 +126,7 @@ def model_config(args: argparse.Namespace, bundle: DataBundle) -> PerceiverConfi
         num_transformer_blocks=args.num_transformer_blocks, num_heads=args.num_heads, cross_heads=args.cross_heads,
         cross_dim=args.cross_dim, input_norm=args.input_norm, stem=args.stem, stem_width=args.stem_width,
         # the image size only with a stem, so that the configs of runs saved before the stem existed still match
-        image_size=tuple(bundle.image_shape[:2]) if args.stem != "none" else None,
+        image_size=bundle.image_size if args.stem != "none" else None,
         mlp_ratio=args.mlp_ratio, dropout=args.dropout, drop_path=args.drop_path,
         output_pooling=args.output_pooling, final_norm=not args.no_final_norm,
         weight_sharing=not args.no_weight_sharing, init=args.init, kernels=args.kernels,
@@ -146,8 +146,7 @@ def check_data_fits(config: PerceiverConfig, bundle: DataBundle, checkpoint) -> 
     if config.use_learned_pe:
         want["num_tokens"], got["num_tokens"] = config.num_tokens, bundle.num_tokens
     if config.stem != "none":
-        want["image_size"] = config.image_size
-        got["image_size"] = tuple(bundle.image_shape[:2]) if bundle.image_shape is not None else None
+        want["image_size"], got["image_size"] = config.image_size, bundle.image_size
     diff = [f"{k}: model {want[k]} vs data {got[k]}" for k in want if want[k] != got[k]]
     if diff:
         raise CheckpointError(f"checkpoint {checkpoint} does not fit dataset {bundle.name} ({'; '.join(diff)})")

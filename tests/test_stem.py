@@ -125,3 +125,17 @@ def test_every_model_flag_reaches_the_model_config():
     untouched = [f for f in ("num_latents", "latent_dim", "mlp_ratio", "dropout", "stem_width", "cross_heads")
                  if getattr(defaults, f) == getattr(config, f)]
     assert untouched == []
+
+
+def test_a_stem_model_is_not_scored_on_images_of_another_size():
+    import argparse
+
+    from perceiver.components import check_data_fits
+    from perceiver.data import build_dataset
+    from perceiver.errors import CheckpointError
+
+    bundle = build_dataset(argparse.Namespace(dataset="shapes2d", shapes_train_size=20, shapes_test_size=10,
+                                              shapes_num_points=16, seed=0, no_augment=True, permute_pixels=False))
+    check_data_fits(small_config(num_classes=10, image_size=(32, 32)), bundle, "ckpt.pt")  # fits: no error
+    with pytest.raises(CheckpointError, match=r"image_size: model \(5, 7\) vs data \(32, 32\)"):
+        check_data_fits(small_config(num_classes=10), bundle, "ckpt.pt")

@@ -64,6 +64,11 @@ class DataBundle:
     std: tuple[float, ...] | None
     source: str  # one line: where the data came from and which case
 
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """(H, W) of an image dataset's pixel grid; None for point clouds."""
+        return tuple(self.image_shape[:2]) if self.image_shape is not None else None
+
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     """Add the `data` argument group (dataset choice, location, permutation, augmentation, sizes)."""
