@@ -49,7 +49,12 @@ def train(args: argparse.Namespace, *, explicit: set[str], argv: list[str]) -> i
     log = tracking.setup_logging(None, main_process=info.is_main)
     trainer = Trainer(args, info=info, run=run, resume=resume, argv=argv, log=log)
     try:
-        return trainer.fit()
+        code = trainer.fit()
+        if code == 0:
+            # rank 0 writes the run's last files after the other ranks are done; a gloo process group torn
+            # down on one rank while its peer is still busy can abort at exit (SIGABRT), failing a finished run
+            distributed.barrier(info)
+        return code
     finally:
         trainer.stop.restore()
         trainer.tb.close()
