@@ -13,6 +13,7 @@ metrics equal the single-process ones.
 from __future__ import annotations
 
 import datetime
+import gc
 import itertools
 import os
 from dataclasses import dataclass
@@ -66,7 +67,15 @@ def setup(device_name: str) -> DistInfo:
 
 
 def cleanup() -> None:
+    """Destroy the process group now, while the interpreter is fully alive.
+
+    DistributedDataParallel keeps the group alive and sits in reference cycles, so without a collection here the
+    group outlived `destroy_process_group` until the garbage collector met it at interpreter exit, where gloo's
+    worker threads can abort the process (SIGABRT, "terminate called without an active exception") after a
+    finished run. Callers drop their references to the DDP model first.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

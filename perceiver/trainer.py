@@ -51,14 +51,13 @@ def train(args: argparse.Namespace, *, explicit: set[str], argv: list[str]) -> i
     try:
         code = trainer.fit()
         if code == 0:
-            # rank 0 writes the run's last files after the other ranks are done; a gloo process group torn
-            # down on one rank while its peer is still busy can abort at exit (SIGABRT), failing a finished run
-            distributed.barrier(info)
+            distributed.barrier(info)  # rank 0 writes the last files: no rank tears down before it is done
         return code
     finally:
         trainer.stop.restore()
         trainer.tb.close()
         tracking.close_logging(log)
+        trainer.parts = None  # the DDP wrapper, which holds the process group: `cleanup` frees both
         distributed.cleanup()
 
 

@@ -117,3 +117,14 @@ def test_resuming_with_another_number_of_processes_is_refused(tmp_path):
     line = res.err.strip()
     assert "\n" not in line and "trained by 2 process(es) and this launch has 1" in line
     assert "torchrun --nproc_per_node 2 train.py --resume" in line
+
+
+def test_a_finished_run_frees_its_process_group_before_exit(tmp_path):
+    """DDP holds the process group and sits in reference cycles: left to the garbage collector at interpreter exit,
+    gloo aborted a finished run now and then (SIGABRT, torchrun exit code 1). Every rank frees it in main."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "tests" / "exit_run.py"), *TINY_TRAIN, "--logs_dir", str(tmp_path), "--experiment_name", "x",
+           "--epochs", "1"]
+    res = subprocess.run(cmd, cwd=REPO, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (res.stdout + res.stderr).count("DistributedDataParallel models alive after main: 0") == 2, res.stderr
