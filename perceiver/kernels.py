@@ -8,11 +8,12 @@ Cross-attention (`FastCrossAttention`). The keys and values are ``t @ W^T + b`` 
 batch shares its positions, a shared part ``ps`` (N, F) (`Parts`); with per-sample positions everything is in
 ``xs``. Three evaluations, picked per shape by `FastCrossAttention.plan` (or pinned with ``cross_kernel``):
 
-- ``"absorb"``: when a head is wider than the token, move the projection to the (few) latents. A query's scores
-  are ``(q W_k) [xs, ps]^T`` and the output is ``(P [xs, ps]) W_v^T + b_v``, so the (B, N, 2 dim) keys/values are
-  never built: a stage costs O(M N (C + F)) in a few large matrix products, and backward keeps only the
-  (B, heads, M, N) attention weights. ``q . b_k`` is the same for every key, so the softmax ignores it; a row of
-  weights sums to 1, so ``b_v`` is added once. The shared part's products run once per batch, not per sample.
+- ``"absorb"``: when a head is wider than the shared position features (with per-sample positions: when it pays),
+  move the projection to the (few) latents. A query's scores are ``(q W_k) [xs, ps]^T`` and the output is
+  ``(P [xs, ps]) W_v^T + b_v``, so the (B, N, 2 dim) keys/values are never built: a stage costs O(M N (C + F))
+  in a few large matrix products, and backward keeps only the (B, heads, M, N) attention weights. ``q . b_k`` is
+  the same for every key, so the softmax ignores it; a row of weights sums to 1, so ``b_v`` is added once. The
+  shared part's products run once per batch, not per sample.
 - ``"shared_kv"``: one head narrower than the features, shared positions: the position half of the keys/values
   is projected once per batch, (N, 2 dim); the few per-sample channels are absorbed as above.
 - ``"project"``: keys/values materialised, (B, heads, N, d), then scaled_dot_product_attention; the position half
@@ -55,6 +56,20 @@ def fast_blocks(config: PerceiverConfig):
     pin = None if config.cross_kernel == "auto" else config.cross_kernel
     return (functools.partial(FastCrossAttention, pin=pin),
             functools.partial(FastMLP, recompute_gelu=config.gelu_recompute))
+
+
+def cross_attention_plan(model, *, shared_positions: bool) -> str | None:
+    """The evaluation `FastCrossAttention.plan` picks for ``model``'s cross-attention ("absorb", "shared_kv" or
+    "project"), or None when the model runs the plain blocks. The run log warns when several heads fall to
+    "project", which is slow."""
+    layer = model.cross_layers[0]
+    if not isinstance(layer, FastCrossAttention):
+        return None
+    c = model.config
+    num_latents = c.num_latents + (c.output_pooling == "cls")
+    if shared_positions:
+        return layer.plan(num_latents, layer.in_channels + 1, torch.empty(0, layer.pe_features))
+    return layer.plan(num_latents, layer.in_channels + layer.pe_features, None)
 
 
 # -------------------------------------------------------------------------------------------------------- MLP

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .kernels import cross_attention_plan
 from .rundir import write_error
 
 LOGGER_NAME = "perceiver.train"
@@ -150,6 +151,13 @@ def log_run(log: logging.Logger, args, parts, info, run, resume: dict | None, st
              f"{args.gradient_accumulation_steps} x {info.world_size} samples")
     log.info(f"schedule: {parts.schedule.describe()}" + (f"; planned over --max_time {args.max_time:g}s"
                                                          if args.max_time else ""))
+    heads = parts.config.cross_heads
+    if heads > 1 and cross_attention_plan(parts.model, shared_positions=parts.pos is not None) == "project":
+        hint = (f"; --cross_dim {heads * (parts.config.pe_features + 1)} or more keeps the cheaper path"
+                if parts.pos is not None else "")
+        log.warning(f"--cross_heads {heads}: heads of {parts.config.cross_width // heads} features are too narrow for "
+                    f"the cheap cross-attention (perceiver/kernels.py), so keys and values are built in full: about "
+                    f"2.8x the training step of the 10-minute CIFAR-10 model (docs/RECIPES.md, round 4){hint}")
     if args.use_amp and info.device.type == "cpu":
         log.warning("--use_amp on CPU: bfloat16 autocast runs, but it is usually slower than float32 on CPUs; it "
                     "helps on GPUs")

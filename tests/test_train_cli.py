@@ -78,6 +78,17 @@ def test_point_cloud_run_with_amp_cls_pooling_and_probes(run_train):
     assert snap.permutation is None and snap.image_shape is None
 
 
+def test_narrow_cross_attention_heads_warn_and_the_suggested_width_silences_it(run_train):
+    res = run_train(["--epochs", "1", "--cross_heads", "2"])
+    assert res.code == 0, res.err
+    warning = [line for line in res.out.splitlines() if line.startswith("--cross_heads 2:")]
+    assert len(warning) == 1 and "built in full" in warning[0]
+    width = warning[0].split("--cross_dim ")[1].split()[0]
+    res = run_train(["--epochs", "1", "--cross_heads", "2", "--cross_dim", width], name="wide")
+    assert res.code == 0, res.err
+    assert "--cross_heads" not in res.out.replace("cross_heads=2", "")
+
+
 def test_permuted_pixels_with_learned_pe_records_the_permutation(run_train):
     res = run_train(["--epochs", "1", "--permute_pixels", "--use_learned_pe", "--save_attention_maps",
                      "--num_probe_samples", "2"])
