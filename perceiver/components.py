@@ -133,6 +133,21 @@ def model_config(args: argparse.Namespace, bundle: DataBundle) -> PerceiverConfi
         activation_checkpointing=args.activation_checkpointing)
 
 
+#: model flags that hold a PerceiverConfig field of the same name; the two "no_" flags hold its negation
+_FIELD_FLAGS = ("fourier_bands", "max_freq", "use_learned_pe", "num_latents", "latent_dim", "num_cross_attend_stages",
+                "num_transformer_blocks", "num_heads", "cross_heads", "cross_dim", "input_norm", "stem", "stem_width",
+                "mlp_ratio", "dropout", "drop_path", "output_pooling", "init")
+_NEGATED_FLAGS = {"no_final_norm": "final_norm", "no_weight_sharing": "weight_sharing"}
+
+
+def model_flags(model: dict) -> dict:
+    """The model flags that a saved model configuration (`PerceiverConfig.to_dict`) was built from: a run saved
+    before a model flag existed resumes with the value its weights were trained with, not today's default."""
+    flags = {name: model[name] for name in _FIELD_FLAGS if name in model}
+    flags.update({flag: not model[name] for flag, name in _NEGATED_FLAGS.items() if name in model})
+    return flags
+
+
 def build_model(config: PerceiverConfig, device: torch.device) -> Perceiver:
     return Perceiver(config).to(device)
 

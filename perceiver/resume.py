@@ -48,8 +48,9 @@ def locate(resume: str, *, eval_only: bool) -> tuple[RunDir | None, Path]:
 
 
 def merge_args(saved: dict, args: argparse.Namespace, explicit: set[str], *, allowed: frozenset[str],
-               checkpoint: Path) -> argparse.Namespace:
-    """The saved arguments, updated by the allowed typed flags; a typed flag that changes anything else fails."""
+               checkpoint: Path, model: dict | None = None) -> argparse.Namespace:
+    """The saved arguments, updated by the allowed typed flags; a typed flag that changes anything else fails.
+    ``model``: the checkpoint's model configuration, which supplies model flags the saved arguments lack."""
     merged = dict(saved)
     changed = []
     for name in sorted(explicit - INVOCATION_FLAGS):
@@ -63,9 +64,13 @@ def merge_args(saved: dict, args: argparse.Namespace, explicit: set[str], *, all
                               f"drop these flags to resume it, or start a new run under another --experiment_name")
     for name in INVOCATION_FLAGS:
         merged[name] = getattr(args, name)
-    # flags added to train.py after the checkpoint was written take their current defaults
+    # Flags added to train.py after the checkpoint was written: a model flag takes the value the checkpoint's model
+    # was built with (a default may have changed since), any other flag its current default.
+    from .components import model_flags
+
+    implied = model_flags(model or {})
     for name, value in vars(args).items():
-        merged.setdefault(name, value)
+        merged.setdefault(name, implied.get(name, value))
     return argparse.Namespace(**merged)
 
 

@@ -25,7 +25,8 @@ from .step import setup_amp
 def score_checkpoint(args: argparse.Namespace, *, explicit: set[str]) -> int:
     run, path = locate(args.resume, eval_only=True)
     state = ckpt.load_checkpoint(path)
-    args = merge_args(state["args"], args, explicit, checkpoint=path, allowed=EVAL_OVERRIDES)
+    args = merge_args(state["args"], args, explicit, checkpoint=path, allowed=EVAL_OVERRIDES,
+                      model=state.get("model_config"))
     info = dist.setup(args.device)
     comp.seed_everything(args.seed)
     bundle, _, _ = comp.build_data(argparse.Namespace(**{**vars(args), "val_split": 0.0}))

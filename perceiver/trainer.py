@@ -38,7 +38,8 @@ def train(args: argparse.Namespace, *, explicit: set[str], argv: list[str]) -> i
     if args.resume:
         located, path = locate(args.resume, eval_only=False)
         state = ckpt.load_checkpoint(path)
-        args = merge_args(state["args"], args, explicit, checkpoint=path, allowed=RESUME_OVERRIDES)
+        args = merge_args(state["args"], args, explicit, checkpoint=path, allowed=RESUME_OVERRIDES,
+                          model=state.get("model_config"))
         run = located or run
         if state.get("finished"):
             print(f"{run.path} already finished ({state['epoch']} epochs); nothing to do. Start a new run to train "

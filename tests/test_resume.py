@@ -101,3 +101,21 @@ def test_resume_of_a_finished_run_does_nothing(reference, tmp_path):
     res = run_train_in(tmp_path, ["--resume", str(reference)], tiny=False)
     assert res.code == 0 and "already finished" in res.out
     assert before == {p.name: p.stat().st_mtime_ns for p in reference.rglob("*") if p.is_file()}
+
+
+def test_a_checkpoint_saved_before_a_model_flag_existed_resumes_with_its_own_model(tmp_path):
+    """Flags added since a checkpoint was written must not take today's defaults where the model depends on them."""
+    old_model = ["--mlp_ratio", "2", "--no_input_norm", "--init", "trunc_fan_in", "--no_final_norm"]
+    stopped = run_train_in(tmp_path, ["--epochs", "2"] + old_model, faults="sigint_step:3")
+    assert stopped.code == 130, stopped.err
+    run = RunDir(stopped.run_dir)
+    state = torch.load(run.last_checkpoint, weights_only=True)
+    for name in ("mlp_ratio", "input_norm", "init", "no_final_norm"):  # as if train.py had no such flags then
+        del state["args"][name]
+    torch.save(state, run.last_checkpoint)
+    resumed = run_train_in(tmp_path, ["--resume", str(run.path)], tiny=False)
+    assert resumed.code == 0, resumed.err
+    args = run.read_config()["args"]
+    assert (args["mlp_ratio"], args["input_norm"], args["init"], args["no_final_norm"]) == (2, False, "trunc_fan_in",
+                                                                                          True)
+    assert [r["epoch"] for r in run.read_metrics()] == [1, 2]

@@ -107,7 +107,7 @@ MODEL_FLAGS = {  # flag -> (value typed, the PerceiverConfig field and the value
 
 def test_every_model_flag_reaches_the_model_config():
     import train
-    from perceiver.components import model_config
+    from perceiver.components import model_config, model_flags
     from perceiver.data import build_dataset
 
     parser = train.build_parser()
@@ -121,6 +121,12 @@ def test_every_model_flag_reaches_the_model_config():
     for flag, (_, name, want) in MODEL_FLAGS.items():
         assert getattr(config, name) == want, flag
     assert config.image_size == (32, 32)
+    # and back: a resumed checkpoint from before a flag existed takes the flag's value from its model config
+    implied = model_flags(config.to_dict())
+    performance_only = {"kernels", "activation_checkpointing"}  # free to change on resume
+    dests = {a.dest for a in parser._actions if a.option_strings and a.option_strings[0] in MODEL_FLAGS}
+    assert sorted(implied) == sorted(dests - performance_only)
+    assert {name: value for name, value in implied.items() if value != getattr(args, name)} == {}
     defaults = PerceiverConfig(in_channels=3)
     untouched = [f for f in ("num_latents", "latent_dim", "mlp_ratio", "dropout", "stem_width", "cross_heads")
                  if getattr(defaults, f) == getattr(config, f)]
