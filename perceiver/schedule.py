@@ -22,8 +22,10 @@ of steps. Warm-up is per step (not per epoch) because LAMB's first updates are t
 warm-up stepped per epoch would run the whole first epoch at a tiny rate and then jump.
 
 Under ``--max_time`` the trainer passes the progress ``t = E * max(steps done / planned steps, elapsed /
-budget)`` instead of ``steps done / steps per epoch``: the whole schedule (warm-up included) is stretched or
-compressed onto whichever of the two limits is reached first. See `progress`.
+budget)`` instead of ``steps done / steps per epoch``: the shape is stretched or compressed onto whichever of the
+two limits is reached first (see `progress`), while the warm-up still counts optimizer steps (``lr_at(t, step=k)``).
+Compressed with the rest, a 1-epoch warm-up planned over the default 120 epochs would last 1/120 of the budget: a
+few steps in a 60 s run, in which the quick start then often stalled for epochs.
 """
 from __future__ import annotations
 
@@ -101,15 +103,17 @@ class LRSchedule:
         tc = min(max(t, 0.0), self.t_max)
         return self.eta_min + (self.base_lr - self.eta_min) * 0.5 * (1.0 + math.cos(math.pi * tc / self.t_max))
 
-    def warmup_factor(self, t: float) -> float:
-        """``min(1, (k + 1) / warmup_steps)`` with ``k = t * steps_per_epoch`` the 0-based step about to run."""
+    def warmup_factor(self, step: float) -> float:
+        """``min(1, (k + 1) / warmup_steps)`` for the 0-based optimizer step ``k`` about to run."""
         warmup_steps = self.warmup_epochs * self.steps_per_epoch
         if warmup_steps <= 0:
             return 1.0
-        return min(1.0, (t * self.steps_per_epoch + 1.0) / warmup_steps)
+        return min(1.0, (step + 1.0) / warmup_steps)
 
-    def lr_at(self, t: float) -> float:
-        return self.shape_at(t) * self.warmup_factor(t)
+    def lr_at(self, t: float, *, step: int | None = None) -> float:
+        """The rate at progress ``t``; ``step``, the optimizer step about to run, drives the warm-up (default: the
+        step of a fixed-length run at ``t``)."""
+        return self.shape_at(t) * self.warmup_factor(t * self.steps_per_epoch if step is None else step)
 
     def lr_at_step(self, step: int) -> float:
         """The rate of 0-based optimizer step ``step`` of a fixed-length run."""

@@ -131,7 +131,7 @@ class Trainer:
     def _lr_at(self, global_step: int) -> float:
         t = progress(step=global_step, steps_per_epoch=self.parts.steps_per_epoch, epochs=self.args.epochs,
                      elapsed_s=self.stop.elapsed(), max_time_s=self.args.max_time)
-        self.last_lr = self.parts.schedule.lr_at(t)
+        self.last_lr = self.parts.schedule.lr_at(t, step=global_step)
         return self.last_lr
 
     def _write_steps(self, records: list[StepRecord]) -> None:

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from perceiver.rundir import RunDir
 from perceiver.schedule import LRSchedule, default_milestones, progress
 
 
@@ -60,6 +61,26 @@ def test_max_time_progress_stretches_the_schedule_onto_the_budget():
     s = LRSchedule("cosine", base_lr=1.0, epochs=8)
     assert s.lr_at(progress(step=0, steps_per_epoch=10, epochs=8, elapsed_s=100, max_time_s=100)) == \
         pytest.approx(0.0, abs=1e-12)
+
+
+def test_warmup_counts_optimizer_steps_under_a_time_budget():
+    # 120 planned epochs of 10 steps over a 60 s budget: 6 s in, progress is 12 "epochs", but only 5 steps were taken
+    s = LRSchedule("cosine", base_lr=1.0, epochs=120, steps_per_epoch=10, warmup_epochs=1)
+    t = progress(step=4, steps_per_epoch=10, epochs=120, elapsed_s=6, max_time_s=60)
+    assert t == pytest.approx(12.0)
+    assert s.lr_at(t, step=4) == pytest.approx(0.5 * s.shape_at(t))  # half-way through a warm-up of 10 steps
+    assert s.lr_at(t, step=20) == pytest.approx(s.shape_at(t))
+    assert s.lr_at(2.5) == pytest.approx(s.lr_at(2.5, step=25))  # fixed-length runs: step = t * steps_per_epoch
+
+
+def test_a_time_budgeted_run_warms_up_over_its_first_real_epoch(run_train):
+    """--max_time with the default 120 planned epochs once squeezed the warm-up into 1/120 of the budget."""
+    res = run_train(["--epochs", "120", "--max_time", "20", "--warmup_epochs", "1", "--save_metrics"],
+                    faults="sigint_step:3")
+    assert res.code == 130, res.err
+    lrs = [row["lr"] for row in RunDir(res.run_dir).read_steps()]
+    assert len(lrs) == 3  # 4 steps per epoch: the first three ramp up
+    assert lrs[0] <= 0.003 / 4 * 1.0001 and lrs[0] < lrs[1] < lrs[2] <= 0.003 * 3 / 4 * 1.0001
 
 
 def test_apply_sets_every_group():
