@@ -117,27 +117,22 @@ def batches_per_epoch(sampler: EpochSampler, args: argparse.Namespace) -> int:
     return min(full, args.limit_train_batches) if args.limit_train_batches else full
 
 
-def model_config(args: argparse.Namespace, bundle: DataBundle) -> PerceiverConfig:
-    return PerceiverConfig(
-        in_channels=bundle.in_channels, num_classes=bundle.num_classes, pos_dim=bundle.pos_dim,
-        pos_from_input=bundle.kind == "pointcloud", num_tokens=bundle.num_tokens, fourier_bands=args.fourier_bands,
-        max_freq=args.max_freq, use_learned_pe=args.use_learned_pe, num_latents=args.num_latents,
-        latent_dim=args.latent_dim, num_cross_attend_stages=args.num_cross_attend_stages,
-        num_transformer_blocks=args.num_transformer_blocks, num_heads=args.num_heads, cross_heads=args.cross_heads,
-        cross_dim=args.cross_dim, input_norm=args.input_norm, stem=args.stem, stem_width=args.stem_width,
-        # the image size only with a stem, so that the configs of runs saved before the stem existed still match
-        image_size=bundle.image_size if args.stem != "none" else None,
-        mlp_ratio=args.mlp_ratio, dropout=args.dropout, drop_path=args.drop_path,
-        output_pooling=args.output_pooling, final_norm=not args.no_final_norm,
-        weight_sharing=not args.no_weight_sharing, init=args.init, kernels=args.kernels,
-        activation_checkpointing=args.activation_checkpointing)
-
-
 #: model flags that hold a PerceiverConfig field of the same name; the two "no_" flags hold its negation
 _FIELD_FLAGS = ("fourier_bands", "max_freq", "use_learned_pe", "num_latents", "latent_dim", "num_cross_attend_stages",
                 "num_transformer_blocks", "num_heads", "cross_heads", "cross_dim", "input_norm", "stem", "stem_width",
                 "mlp_ratio", "dropout", "drop_path", "output_pooling", "init")
 _NEGATED_FLAGS = {"no_final_norm": "final_norm", "no_weight_sharing": "weight_sharing"}
+
+
+def model_config(args: argparse.Namespace, bundle: DataBundle) -> PerceiverConfig:
+    fields = {name: getattr(args, name) for name in _FIELD_FLAGS}
+    fields.update({name: not getattr(args, flag) for flag, name in _NEGATED_FLAGS.items()})
+    return PerceiverConfig(
+        in_channels=bundle.in_channels, num_classes=bundle.num_classes, pos_dim=bundle.pos_dim,
+        pos_from_input=bundle.kind == "pointcloud", num_tokens=bundle.num_tokens,
+        # the image size only with a stem, so that the configs of runs saved before the stem existed still match
+        image_size=bundle.image_size if args.stem != "none" else None,
+        kernels=args.kernels, activation_checkpointing=args.activation_checkpointing, **fields)
 
 
 def model_flags(model: dict) -> dict:
