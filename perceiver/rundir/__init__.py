@@ -3,7 +3,7 @@
 This package owns the layout and file formats of ``logs/<experiment_name>/``, the writer and the reader both,
 so the two sides cannot drift. It imports numpy and the standard library only (never torch), so the
 visualizers stay light. `files.py`: atomic writes, JSON and JSON-lines; `metrics.py`: the metrics.jsonl schema;
-`attention.py`: the attention files; here: the layout (`RunDir`).
+`attention.py`: the attention files; `lock.py`: the run's lock file (`RunLock`); here: the layout (`RunDir`).
 
 Layout::
 
@@ -12,6 +12,7 @@ Layout::
     steps.jsonl              --save_metrics: one object per optimizer step {epoch, step, loss, lr}
     per_class.jsonl          --save_metrics: per epoch {epoch, split, per_class_acc, confusion}
     status.json              {state: running|finished|failed|interrupted, epoch, epochs, updated, message}
+    run.lock                 while train.py runs: {host, pid, started, ...} of the process writing the run
     train.log                the console log
     checkpoints/last.pt      every epoch (and on interruption); checkpoints/best.pt on a new best accuracy
     attention/epoch_XXXX.npz --save_attention_maps: probe inputs, labels, predictions and attention maps
@@ -37,6 +38,7 @@ from typing import Any, Callable
 from ..errors import RunDirError, WriteError
 from .attention import ATTENTION_PATTERN, AttentionSnapshot, load_attention, save_attention
 from .files import append_jsonl, atomic_write, atomic_write_json, read_json, read_jsonl, write_error
+from .lock import LOCK_NAME, RunLock, read_lock
 from .metrics import SERIES_FIELDS, TIMING_FIELDS, EpochRow
 
 STATES = ("running", "finished", "failed", "interrupted")
@@ -80,6 +82,7 @@ class RunDir:
     tensorboard_dir = property(lambda self: self.path / "tensorboard")
     plots_dir = property(lambda self: self.path / "plots")
     eval_path = property(lambda self: self.path / "eval.json")
+    lock_path = property(lambda self: self.path / LOCK_NAME)
 
     def attention_path(self, epoch: int) -> Path:
         return self.attention_dir / ATTENTION_PATTERN.format(epoch)
@@ -217,6 +220,6 @@ def find_runs(path: str | os.PathLike) -> list[RunDir]:
     return runs
 
 
-__all__ = ["ATTENTION_PATTERN", "STATES", "SERIES_FIELDS", "TIMING_FIELDS", "AttentionSnapshot", "EpochRow", "RunDir",
-           "append_jsonl", "atomic_write", "atomic_write_json", "find_runs", "load_attention", "read_json",
-           "read_jsonl", "save_attention", "write_error"]
+__all__ = ["ATTENTION_PATTERN", "LOCK_NAME", "STATES", "SERIES_FIELDS", "TIMING_FIELDS", "AttentionSnapshot",
+           "EpochRow", "RunDir", "RunLock", "append_jsonl", "atomic_write", "atomic_write_json", "find_runs", "load_attention", "read_json",
+           "read_jsonl", "read_lock", "save_attention", "write_error"]
