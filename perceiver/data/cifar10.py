@@ -23,6 +23,7 @@ from torchvision.datasets import CIFAR10
 from ..errors import DataError
 from . import DataBundle
 from .augment import AutoAugment
+from .checks import class_labels
 from .download import fetch_archive
 from .images import ImageTokens, image_bundle_fields
 
@@ -113,7 +114,10 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if "data" not in batch or "labels" not in batch:
         raise DataError(f"{path} lacks the 'data'/'labels' entries of a CIFAR-10 batch (keys: {sorted(batch)})")
     data = np.asarray(batch["data"])
-    labels = np.asarray(batch["labels"], dtype=np.int64).reshape(-1)
+    try:
+        labels = class_labels(batch["labels"], path)
+    except ValueError:  # a ragged list
+        raise DataError(f"{path}: 'labels' is not a list of class numbers") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
         raise DataError(f"{path} holds data {data.dtype} {data.shape} with {len(labels)} labels; expected uint8 "
                         f"(n, 3072) with n labels")

@@ -20,15 +20,15 @@ Layout::
     plots/                   figures written by the visualization scripts
 
 Every file is written atomically (temporary file in the same folder, fsync, rename), so a crash leaves the
-previous version intact and no partial file behind. JSON-lines files are appended one whole line per write;
-the reader skips a torn last line (a crash mid-append) instead of failing. A write that fails (disk full, no
-permission, read-only file system) removes what it wrote and raises `WriteError`, one line naming the file, the
-system's reason and the fix. Readers that only draw (the visualizers) pass ``skip=`` to skip a damaged line or
+previous version intact and no partial file behind. JSON files are strict JSON: a NaN or infinite number (a diverged
+loss, an overflowed gradient norm) is written as null, never a write error. JSON-lines files are appended one whole
+line per write; the reader skips a torn last line (a crash mid-append) instead of failing. A write that fails (disk
+full, no permission, read-only file system) removes what it wrote and raises `WriteError`, one line naming the file,
+the system's reason and the fix. Readers that only draw (the visualizers) pass ``skip=`` to skip a damaged line or
 attention file with a warning; the trainer does not, since resuming over a damaged history would lose rows.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from contextlib import contextmanager
@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 from ..errors import RunDirError, WriteError
 from .attention import ATTENTION_PATTERN, AttentionSnapshot, load_attention, save_attention
-from .files import append_jsonl, atomic_write, atomic_write_json, read_json, read_jsonl, write_error
+from .files import append_jsonl, atomic_write, atomic_write_json, jsonl_line, read_json, read_jsonl, write_error
 from .lock import LOCK_NAME, RunLock, read_lock
 from .metrics import SERIES_FIELDS, TIMING_FIELDS, EpochRow
 
@@ -162,7 +162,7 @@ class RunDir:
                 rows = [r for r in read_jsonl(path) if int(r.get("step", 0)) <= last_step]
             else:
                 rows = [r for r in read_jsonl(path) if int(r.get("epoch", 0)) <= last_epoch]
-            text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+            text = "".join(jsonl_line(r) for r in rows)
             with self.writing():
                 atomic_write(path, lambda f, t=text: f.write(t), binary=False)
 
@@ -221,5 +221,5 @@ def find_runs(path: str | os.PathLike) -> list[RunDir]:
 
 
 __all__ = ["ATTENTION_PATTERN", "LOCK_NAME", "STATES", "SERIES_FIELDS", "TIMING_FIELDS", "AttentionSnapshot",
-           "EpochRow", "RunDir", "RunLock", "append_jsonl", "atomic_write", "atomic_write_json", "find_runs", "load_attention", "read_json",
-           "read_jsonl", "read_lock", "save_attention", "write_error"]
+           "EpochRow", "RunDir", "RunLock", "append_jsonl", "atomic_write", "atomic_write_json", "find_runs",
+           "jsonl_line", "load_attention", "read_json", "read_jsonl", "read_lock", "save_attention", "write_error"]

@@ -117,7 +117,8 @@ def curves_payload(run: RunDir, series: tm.Series) -> dict:
     losses = [series.get(n) for n in ("train_loss", "test_loss", "val_loss") if series.has(n)]
     out = {"epochs": [int(e) for e in series.epochs], "series": {n: _finite_list(series.get(n)) for n in names},
            "log_loss": tm.use_log_scale(*losses)}
-    steps = [r for r in run.read_steps() if isinstance(r, dict) and "lr" in r and "step" in r]
+    steps = [r for r in run.read_steps() if isinstance(r, dict) and "step" in r
+             and isinstance(r.get("lr"), (int, float))]  # a non-finite rate is recorded as null
     if steps:
         keep = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), MAX_STEP_POINTS)).round().astype(int))
         rows = [steps[i] for i in keep]
