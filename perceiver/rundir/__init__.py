@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import RunDirError, WriteError
+from ..errors import DamagedFileError, RunDirError, WriteError
 from .attention import ATTENTION_PATTERN, AttentionSnapshot, load_attention, save_attention
 from .files import append_jsonl, atomic_write, atomic_write_json, jsonl_line, read_json, read_jsonl, write_error
 from .lock import LOCK_NAME, RunLock, read_lock
@@ -201,7 +201,32 @@ class RunDir:
         return sorted(epochs)
 
     def load_attention(self, epoch: int) -> AttentionSnapshot:
-        return load_attention(self.attention_path(epoch))
+        """One epoch's attention file; `DamagedFileError` when it is unreadable, its arrays disagree, or its shapes
+        do not fit the run's config.json (a file from another run)."""
+        path = self.attention_path(epoch)
+        snap = load_attention(path)
+        problem = self._attention_misfit(snap)
+        if problem:
+            raise DamagedFileError(path, f"it does not fit this run: {problem} ({self.config_path.name})")
+        return snap
+
+    def _attention_misfit(self, snap: AttentionSnapshot) -> str | None:
+        try:
+            config = self.read_config() if self.config_path.is_file() else {}
+        except RunDirError:
+            return None  # a damaged config.json is reported by whoever needs it; the file alone is judged
+        data = config.get("dataset") if isinstance(config, dict) else None
+        model = config.get("model") if isinstance(config, dict) else None
+        data, model = data if isinstance(data, dict) else {}, model if isinstance(model, dict) else {}
+        checks = [("kind", data.get("kind"), snap.kind),
+                  ("image shape", data.get("image_shape"), list(snap.image_shape) if snap.image_shape else None),
+                  ("input tokens", data.get("num_tokens"), snap.cross.shape[-1]),
+                  ("classes", data.get("num_classes"), len(snap.class_names)),
+                  ("latents", model.get("num_latents"), snap.cross.shape[-2])]
+        for what, want, got in checks:
+            if want is not None and got is not None and want != got:
+                return f"{what} {got!r} where the run has {want!r}"
+        return None
 
 
 def find_runs(path: str | os.PathLike) -> list[RunDir]:
