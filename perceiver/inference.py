@@ -147,12 +147,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     Raises `perceiver.errors.CheckpointError` (one line naming the file) for a missing, corrupt or foreign file.
     """
     checkpoint, run = locate_checkpoint(path)
-    state = load_checkpoint(checkpoint, map_location=device)
-    try:
-        config = PerceiverConfig.from_dict(state["model_config"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {checkpoint}: its model configuration does not fit this version of "
-                              f"perceiver ({e})") from None
+    state = load_checkpoint(checkpoint, map_location=device)  # its model configuration checked there
+    config = PerceiverConfig.from_dict(state["model_config"])
     model = Perceiver(config)
     load_model_weights(checkpoint, model, state)
     model.to(device).eval()

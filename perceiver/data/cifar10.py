@@ -6,7 +6,8 @@ md5 sums only when the batches have the full release's size. Missing data is dow
 
 A pickle can call any function it names, so a tampered "CIFAR-10" could run code the moment it is opened. The
 files are read by `_CifarUnpickler`, which builds only what the official files (and copies re-pickled with numpy)
-hold: dicts, lists, str/bytes, numbers and numpy arrays; a file that names anything else is refused unopened.
+hold: dicts, lists, str/bytes, numbers and numpy arrays (empty ones included); a file that names anything else is
+refused unopened.
 """
 
 from __future__ import annotations
@@ -64,13 +65,22 @@ def _latin1_encode(text, encoding="utf-8", errors="strict"):
     return codecs.encode(text, "latin1", errors)
 
 
+def _empty_bytes(*args):
+    """``bytes()`` as protocol 0-2 pickles spell an empty bytes object (the buffer of an empty array), and nothing
+    more: ``bytes(n)`` with a huge n would be a way to exhaust memory."""
+    if args:
+        raise _Refused(f"bytes{args!r}")
+    return b""
+
+
 def _numpy_globals() -> dict:
     """The functions and classes a pickled numpy array or scalar names, under both numpy 1.x and 2.x spellings."""
     try:
         from numpy._core import multiarray, numeric  # numpy >= 2
     except ImportError:  # numpy 1.x
         from numpy.core import multiarray, numeric
-    admitted = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_encode}
+    admitted = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_encode,
+                ("__builtin__", "bytes"): _empty_bytes, ("builtins", "bytes"): _empty_bytes}
     for package in ("numpy.core", "numpy._core"):  # the official files name numpy.core; numpy 2 writes numpy._core
         admitted[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct  # ndarray, protocols 0-4
         admitted[(f"{package}.multiarray", "scalar")] = multiarray.scalar  # numpy scalars (np.int64 labels)

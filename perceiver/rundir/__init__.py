@@ -218,15 +218,54 @@ class RunDir:
         data = config.get("dataset") if isinstance(config, dict) else None
         model = config.get("model") if isinstance(config, dict) else None
         data, model = data if isinstance(data, dict) else {}, model if isinstance(model, dict) else {}
+        latents = model.get("num_latents")
+        if isinstance(latents, int) and model.get("output_pooling") == "cls":
+            latents += 1  # the learned cls latent attends too
         checks = [("kind", data.get("kind"), snap.kind),
                   ("image shape", data.get("image_shape"), list(snap.image_shape) if snap.image_shape else None),
                   ("input tokens", data.get("num_tokens"), snap.cross.shape[-1]),
                   ("classes", data.get("num_classes"), len(snap.class_names)),
-                  ("latents", model.get("num_latents"), snap.cross.shape[-2])]
+                  ("latents", latents, snap.cross.shape[-2])]
         for what, want, got in checks:
             if want is not None and got is not None and want != got:
                 return f"{what} {got!r} where the run has {want!r}"
         return None
+
+
+#: room under a run folder for the deepest path the run writes (checkpoints/.last.pt.XXXXXXXX.tmp and the like)
+_DEEPEST_ENTRY = 64
+
+
+def location_problem(logs_dir: str | os.PathLike, name: str) -> str | None:
+    """Why the run folder ``logs_dir/name`` could not be created (one line naming the flag to change), or None.
+
+    Checked before any data is loaded: ``logs_dir`` or a folder above it is a file, or a name is longer than the file
+    system allows (a file name, or the whole path with the run's deepest file).
+    """
+    logs_dir = Path(logs_dir)
+    run = logs_dir / name
+    existing = next((p for p in (run, *run.parents) if os.path.lexists(p)), None)
+    if existing is not None and not existing.is_dir():
+        if existing == run:
+            return f"{run} is a file, not a run folder: choose another --experiment_name"
+        where = "is a file" if existing == logs_dir else f"is inside {existing}, which is a file"
+        return f"--logs_dir {logs_dir} {where}, not a folder: choose a folder (it is created when missing)"
+    base = existing if existing is not None else Path(".")
+    try:
+        name_max, path_max = os.pathconf(base, "PC_NAME_MAX"), os.pathconf(base, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer: the usual limits
+        name_max, path_max = 255, 4096
+    for part in run.parts:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            flag = "--experiment_name" if part == name else "--logs_dir"
+            return (f"{flag}: the name {part[:40]}... is {size} bytes long; the file system of {base} allows at most "
+                    f"{name_max}: choose a shorter one")
+    size = len(os.fsencode(os.path.abspath(run))) + _DEEPEST_ENTRY
+    if size > path_max:
+        return (f"the run folder {run} makes paths of about {size} bytes; the file system of {base} allows at most "
+                f"{path_max}: choose a shorter --logs_dir or --experiment_name")
+    return None
 
 
 def find_runs(path: str | os.PathLike) -> list[RunDir]:
@@ -247,4 +286,5 @@ def find_runs(path: str | os.PathLike) -> list[RunDir]:
 
 __all__ = ["ATTENTION_PATTERN", "LOCK_NAME", "STATES", "SERIES_FIELDS", "TIMING_FIELDS", "AttentionSnapshot",
            "EpochRow", "RunDir", "RunLock", "append_jsonl", "atomic_write", "atomic_write_json", "find_runs",
-           "jsonl_line", "load_attention", "read_json", "read_jsonl", "read_lock", "save_attention", "write_error"]
+           "jsonl_line", "load_attention", "location_problem", "read_json", "read_jsonl", "read_lock",
+           "save_attention", "write_error"]
