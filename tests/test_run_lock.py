@@ -77,7 +77,7 @@ def test_the_lock_file_names_its_holder_and_is_exclusive(tmp_path):
 def test_of_processes_starting_at_once_exactly_one_gets_the_lock(tmp_path):
     run = tmp_path / "run"
     start = time.time() + 3.0  # every process is up and waiting by then
-    procs = [holder_process(run, start, 1.5) for _ in range(4)]
+    procs = [holder_process(run, start, 5) for _ in range(4)]  # held until every one has tried
     outs = [p.communicate(timeout=60)[0].strip() for p in procs]
     assert sorted(o.split()[0] for o in outs) == ["holding", "refused", "refused", "refused"], outs
     winner = procs[[o.split()[0] for o in outs].index("holding")].pid
