@@ -44,7 +44,7 @@ from perceiver.errors import OneLineParser, PerceiverError
 from perceiver.optim import OPTIMIZERS
 from perceiver.presets import PRESETS, with_presets
 from perceiver.presets import describe as describe_presets
-from perceiver.rundir import RunDir
+from perceiver.rundir import RunDir, location_problem
 from perceiver.schedule import LR_SCALING, SCHEDULERS, default_milestones
 
 
@@ -357,6 +357,9 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit
         err(f"--stem {args.stem} convolves neighbouring pixels, which --permute_pixels scatters: drop one of them")
     if args.experiment_name in ("", ".", "..") or re.search(r"[/\\\x00]", args.experiment_name):
         err(f"--experiment_name {args.experiment_name!r} must be a plain folder name (no '/', not '.' or '..')")
+    problem = location_problem(args.logs_dir, args.experiment_name)
+    if problem and (not args.resume or {"logs_dir", "experiment_name"} & explicit):
+        err(problem)
     if args.device == "cuda":
         import torch
         if not torch.cuda.is_available():

@@ -10,11 +10,15 @@ held-out images and the run's model is its last epoch (``{"metric": "last"}``).
 """
 from __future__ import annotations
 
+import logging
 import math
 
 from . import probes
 from .engine import EpochResult, EvalResult, evaluate, per_class_accuracy
 from .rundir import EpochRow
+from .tracking import LOGGER_NAME
+
+SPLIT_NAMES = {"val": "validation", "raw_val": "validation (trained weights)", "test": "test"}
 
 
 def evaluate_splits(parts, args, info) -> dict[str, EvalResult]:
@@ -53,9 +57,24 @@ def metrics_row(result: EpochResult, evals: dict[str, EvalResult], *, epoch: int
         elapsed_s=elapsed_s)
 
 
+def non_finite_loss(split: str, loss: float, *, epoch: int | None = None,
+                    recorded_in: str | None = None) -> str:
+    """One line for an evaluation loss that is NaN or infinite (the model's outputs overflowed on some item)."""
+    name = SPLIT_NAMES.get(split, split)
+    where = f"epoch {epoch}: " if epoch is not None else ""
+    recorded = f"; {recorded_in} records it as null" if recorded_in else ""
+    best = "; best.pt is not chosen on it" if split == "val" else ""
+    return (f"{where}the {name} loss is {loss} (not finite): the model gives NaN or infinite outputs on some "
+            f"{name.split()[0]} items{recorded}{best}")
+
+
 def write_epoch(run, tb, parts, args, row: EpochRow, evals: dict[str, EvalResult], *, last: bool, device) -> None:
     """Rank 0: the metrics row, per-class figures, TensorBoard, and the attention of the probes when due."""
     e = row.epoch
+    for split, result in evals.items():
+        if not math.isfinite(result.loss):
+            logging.getLogger(LOGGER_NAME).warning(non_finite_loss(split, result.loss, epoch=e,
+                                                                   recorded_in="metrics.jsonl"))
     run.append_metrics(row)
     if args.save_metrics:
         for split in ("test", "val"):

@@ -96,23 +96,6 @@ def clear_run(run: RunDir) -> list[str]:
     return removed
 
 
-def check_not_running(run: RunDir) -> None:
-    """Refuse to start in a folder whose status says another live process is training there."""
-    import os
-
-    status = run.read_status() or {}
-    pid = status.get("pid")
-    if status.get("state") != "running" or not isinstance(pid, int) or pid == os.getpid():
-        return
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return
-    except OSError:
-        return
-    raise RunDirError(f"{run.path} is in use by a running train.py (pid {pid}); stop it first")
-
-
 def restore_training(parts, state: dict, *, world_size: int, run_path) -> tuple:
     """Load a checkpoint into a run's parts: (LoopState, best.pt's record or None, training seconds spent)."""
     from . import checkpoint as ckpt

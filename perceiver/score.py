@@ -9,6 +9,8 @@ come from the checkpoint's arguments, updated by the ones typed (``--data_dir``,
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 import time
 
 from . import checkpoint as ckpt
@@ -16,6 +18,7 @@ from . import components as comp
 from . import distributed as dist
 from .data.mixing import flip_index
 from .engine import evaluate, per_class_accuracy
+from .epoch import non_finite_loss
 from .model import PerceiverConfig
 from .resume import EVAL_OVERRIDES, locate, merge_args
 from .rundir import atomic_write_json
@@ -48,6 +51,9 @@ def score_checkpoint(args: argparse.Namespace, *, explicit: set[str]) -> int:
     top5 = f" top5 {res.acc_top5:.4f}" if res.acc_top5 is not None else ""
     print(f"eval of {path} (epoch {state['epoch']}, {out['weights']} weights{', flip TTA' if args.tta else ''}) "
           f"on {bundle.source}: test loss {res.loss:.4f} acc {res.acc:.4f}{top5} (n={res.n})", flush=True)
+    if not math.isfinite(res.loss):
+        line = non_finite_loss("test", res.loss, recorded_in="eval.json" if run is not None else None)
+        print(f"warning: {line}", file=sys.stderr, flush=True)
     if run is not None:
         atomic_write_json(run.eval_path, out)
         print(f"wrote {run.eval_path}", flush=True)

@@ -27,8 +27,8 @@ from . import epoch, tracking
 from .engine import EpochResult, EpochSums, LoopState, NonFiniteLossError, Stop, StepRecord, train_one_epoch
 from .errors import PerceiverError
 from .parts import build_parts
-from .resume import RESUME_OVERRIDES, check_not_running, clear_run, locate, merge_args, restore_training
-from .rundir import RunDir, launcher
+from .resume import RESUME_OVERRIDES, clear_run, locate, merge_args, restore_training
+from .rundir import RunDir, RunLock, launcher
 from .schedule import progress
 from .stopping import StopConditions
 
@@ -55,6 +55,7 @@ def train(args: argparse.Namespace, *, explicit: set[str], argv: list[str]) -> i
             distributed.barrier(info)  # rank 0 writes the last files: no rank tears down before it is done
         return code
     finally:
+        trainer.lock.release()  # first: a signal after the handlers are restored would leave it behind
         trainer.stop.restore()
         trainer.tb.close()
         tracking.close_logging(log)
@@ -71,6 +72,7 @@ class Trainer:
         self.state = LoopState()
         self.best = {"metric": "val_acc" if args.val_split > 0 else "last", "value": -math.inf, "epoch": 0}
         self.started = False
+        self.lock = RunLock(run.path)  # rank 0 holds it from before its first write to the end of the run
         self.last_lr = math.nan  # the rate of the latest step, for the epoch's metrics row
 
     def fit(self) -> int:
@@ -111,7 +113,9 @@ class Trainer:
     def _prepare_run_dir(self) -> None:
         a, run = self.args, self.run
         if self.main:
-            check_not_running(run)
+            note = self.lock.acquire()
+            if note:
+                self.log.warning(note)
             if a.overwrite and self.resume is None:
                 removed = clear_run(run)
                 if removed:

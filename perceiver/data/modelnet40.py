@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import DataError
 from . import DataBundle
+from .checks import class_labels, finite_items
 from .download import fetch_archive
 from .points import PointClouds, pointcloud_bundle_fields
 
@@ -41,7 +42,8 @@ def _manual_fix(folder: Path, url: str) -> str:
 
 
 def read_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One h5 file -> points (n, P, 3) float32 and labels (n,) int64; DataError naming the file if unreadable."""
+    """One h5 file -> points (n, P, 3) float32 and labels (n,) int64; DataError naming the file if unreadable, and
+    the shape if one holds NaN or infinite coordinates or a label that is not a class number."""
     try:
         with h5py.File(path, "r") as f:
             absent = [key for key in ("data", "label") if key not in f]
@@ -53,17 +55,20 @@ def read_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
                         or item.dtype.kind not in "biuf"):
                     raise DataError(f"{path}: '{key}' is not an array of numbers stored in the file ("
                                     f"{getattr(item, 'dtype', type(item).__name__)}); not a ModelNet40 h5 file")
-            points = np.asarray(f["data"][...], dtype=np.float32)
-            labels = np.asarray(f["label"][...]).reshape(-1).astype(np.int64)
+            with np.errstate(over="ignore", invalid="ignore"):  # out of float32's range: inf, refused below
+                points = np.asarray(f["data"][...], dtype=np.float32)
+            raw_labels = f["label"][...]
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - h5py reports truncation/garbage as OSError, KeyError, ValueError...
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{path} is corrupt or truncated ({reason}); delete it and download ModelNet40 again") \
             from None
+    labels = class_labels(raw_labels, path)
     if points.ndim != 3 or points.shape[2] != 3 or len(points) != len(labels):
         raise DataError(f"{path} holds data {points.shape} with {len(labels)} labels; expected (n, P, 3) with "
                         f"n labels")
+    finite_items(points, path, "shape")
     return points, labels
 
 
