@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .kernels import cross_attention_plan
 from .rundir import write_error
 
 LOGGER_NAME = "perceiver.train"
@@ -152,7 +151,7 @@ def log_run(log: logging.Logger, args, parts, info, run, resume: dict | None, st
     log.info(f"schedule: {parts.schedule.describe()}" + (f"; planned over --max_time {args.max_time:g}s"
                                                          if args.max_time else ""))
     heads = parts.config.cross_heads
-    if heads > 1 and cross_attention_plan(parts.model, shared_positions=parts.pos is not None) == "project":
+    if heads > 1 and "project" in parts.model.kernel_plan().values():
         hint = (f"; --cross_dim {heads * (parts.config.pe_features + 1)} or more keeps the cheaper path"
                 if parts.pos is not None else "")
         log.warning(f"--cross_heads {heads}: heads of {parts.config.cross_width // heads} features are too narrow for "

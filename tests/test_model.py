@@ -241,7 +241,7 @@ def test_configs_saved_before_the_new_fields_load_as_they_were_trained():
 
 
 def test_stochastic_depth_drops_whole_samples_and_keeps_the_expectation():
-    from perceiver.model import DropPath
+    from perceiver.blocks import DropPath
     drop = DropPath(0.25).train()
     x = torch.ones(4000, 3, 5)
     y = drop(x)
