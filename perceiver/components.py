@@ -117,30 +117,17 @@ def batches_per_epoch(sampler: EpochSampler, args: argparse.Namespace) -> int:
     return min(full, args.limit_train_batches) if args.limit_train_batches else full
 
 
-#: model flags that hold a PerceiverConfig field of the same name; the two "no_" flags hold its negation
-_FIELD_FLAGS = ("fourier_bands", "max_freq", "use_learned_pe", "num_latents", "latent_dim", "num_cross_attend_stages",
-                "num_transformer_blocks", "num_heads", "cross_heads", "cross_dim", "input_norm", "stem", "stem_width",
-                "mlp_ratio", "dropout", "drop_path", "output_pooling", "init")
-_NEGATED_FLAGS = {"no_final_norm": "final_norm", "no_weight_sharing": "weight_sharing"}
+def data_fields(bundle: DataBundle, *, stem: str) -> dict:
+    """The `PerceiverConfig` fields that come from the data (the shape of its tokens and labels)."""
+    return dict(in_channels=bundle.in_channels, num_classes=bundle.num_classes, pos_dim=bundle.pos_dim,
+                pos_from_input=bundle.kind == "pointcloud", num_tokens=bundle.num_tokens,
+                # the image size only with a stem, so that the configs of runs saved before the stem existed match
+                image_size=bundle.image_size if stem != "none" else None)
 
 
 def model_config(args: argparse.Namespace, bundle: DataBundle) -> PerceiverConfig:
-    fields = {name: getattr(args, name) for name in _FIELD_FLAGS}
-    fields.update({name: not getattr(args, flag) for flag, name in _NEGATED_FLAGS.items()})
-    return PerceiverConfig(
-        in_channels=bundle.in_channels, num_classes=bundle.num_classes, pos_dim=bundle.pos_dim,
-        pos_from_input=bundle.kind == "pointcloud", num_tokens=bundle.num_tokens,
-        # the image size only with a stem, so that the configs of runs saved before the stem existed still match
-        image_size=bundle.image_size if args.stem != "none" else None,
-        kernels=args.kernels, activation_checkpointing=args.activation_checkpointing, **fields)
-
-
-def model_flags(model: dict) -> dict:
-    """The model flags that a saved model configuration (`PerceiverConfig.to_dict`) was built from: a run saved
-    before a model flag existed resumes with the value its weights were trained with, not today's default."""
-    flags = {name: model[name] for name in _FIELD_FLAGS if name in model}
-    flags.update({flag: not model[name] for flag, name in _NEGATED_FLAGS.items() if name in model})
-    return flags
+    options = PerceiverConfig.options_from_flags(vars(args))
+    return PerceiverConfig(**data_fields(bundle, stem=options["stem"]), **options)
 
 
 def build_model(config: PerceiverConfig, device: torch.device) -> Perceiver:

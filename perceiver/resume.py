@@ -66,9 +66,10 @@ def merge_args(saved: dict, args: argparse.Namespace, explicit: set[str], *, all
         merged[name] = getattr(args, name)
     # Flags added to train.py after the checkpoint was written: a model flag takes the value the checkpoint's model
     # was built with (a default may have changed since), any other flag its current default.
-    from .components import model_flags
+    from .config import PerceiverConfig
 
-    implied = model_flags(model or {})
+    implied = PerceiverConfig.option_flags({k: v for k, v in (model or {}).items()
+                                           if k not in PerceiverConfig.COMPUTE_FIELDS})
     for name, value in vars(args).items():
         merged.setdefault(name, implied.get(name, value))
     return argparse.Namespace(**merged)

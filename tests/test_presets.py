@@ -1,12 +1,14 @@
 """train.py --preset / --config: a preset is the specification's command, typed flags override it, a run's
 config.json restarts the same run, bad files give one line."""
+import argparse
 import json
 import shlex
 
 import pytest
 
 import train
-from perceiver.presets import PRESETS, with_presets
+from perceiver import cli
+from perceiver.presets import PRESETS
 
 # The three commands of the specification (shared/spec/seed-readme.md, "Esperimenti"), copied verbatim.
 SPEC_EXPERIMENTS = {
@@ -100,8 +102,8 @@ def spec_argv(name: str) -> list[str]:
 
 def resolved(argv):
     """What train.py would run with: the parsed, dataset-resolved arguments and the flags counted as typed."""
-    args, explicit = with_presets(train.build_parser, argv, resolve=train.resolve_defaults)
-    return vars(train.resolve_defaults(args)), explicit
+    args, explicit = cli.with_presets(train.build_parser, argv)
+    return vars(cli.resolve_defaults(args)), explicit
 
 
 @pytest.mark.parametrize("name", ["exp1", "exp2", "exp3"])
@@ -133,7 +135,7 @@ def test_typed_flags_override_the_preset_wherever_they_are():
 def test_preset_notes_flags_that_do_not_apply():
     args, explicit = resolved(["--preset", "exp1", "--fourier_bands", "16"])
     assert args["fourier_bands"] == 16
-    notes = train.ignored_flags(train.argparse.Namespace(**args), explicit)
+    notes = cli.ignored_flags(argparse.Namespace(**args), explicit)
     assert notes == ["--cifar10_fourier_bands is overridden by --fourier_bands"]
 
 

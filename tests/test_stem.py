@@ -107,25 +107,26 @@ MODEL_FLAGS = {  # flag -> (value typed, the PerceiverConfig field and the value
 
 def test_every_model_flag_reaches_the_model_config():
     import train
-    from perceiver.components import model_config, model_flags
+    from perceiver import cli
+    from perceiver.components import model_config
     from perceiver.data import build_dataset
 
+    declared = {f"--{f.name}" for f in PerceiverConfig.flags()}
+    assert declared == set(MODEL_FLAGS)  # a new model option: give it a value above
     parser = train.build_parser()
-    group = next(g for g in parser._action_groups if g.title == "model")
-    assert {a.option_strings[0] for a in group._group_actions} <= set(MODEL_FLAGS)  # a new model flag: add it above
+    assert declared <= {a.option_strings[0] for a in parser._actions if a.option_strings}
     argv = ["--dataset", "shapes2d", "--shapes_train_size", "20", "--shapes_test_size", "10"]
     for flag, (value, _, _) in MODEL_FLAGS.items():
         argv += [flag] if value is None else [flag, value]
-    args = train.resolve_defaults(parser.parse_args(argv))
+    args, _ = cli.parse(train.build_parser, argv)
     config = model_config(args, build_dataset(args))
     for flag, (_, name, want) in MODEL_FLAGS.items():
         assert getattr(config, name) == want, flag
     assert config.image_size == (32, 32)
     # and back: a resumed checkpoint from before a flag existed takes the flag's value from its model config
-    implied = model_flags(config.to_dict())
-    performance_only = {"kernels", "activation_checkpointing"}  # free to change on resume
+    implied = PerceiverConfig.option_flags(config.to_dict())
     dests = {a.dest for a in parser._actions if a.option_strings and a.option_strings[0] in MODEL_FLAGS}
-    assert sorted(implied) == sorted(dests - performance_only)
+    assert sorted(implied) == sorted(dests)
     assert {name: value for name, value in implied.items() if value != getattr(args, name)} == {}
     defaults = PerceiverConfig(in_channels=3)
     untouched = [f for f in ("num_latents", "latent_dim", "mlp_ratio", "dropout", "stem_width", "cross_heads")
