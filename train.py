@@ -41,6 +41,7 @@ from perceiver.optim import OPTIMIZERS
 from perceiver.presets import PRESETS
 from perceiver.presets import describe as describe_presets
 from perceiver.schedule import LR_SCALING, SCHEDULERS
+from perceiver.settings import Settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,17 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.resume:
         for note in ignored_flags(args, explicit):
             print(f"note: {note}", flush=True)
+    settings = Settings.from_flags(vars(args))
 
-    if args.threads:
+    if settings.runtime.threads:
         import torch
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(settings.runtime.threads)
 
     try:
-        if args.eval_only:
+        if settings.run.eval_only:
             from perceiver.score import score_checkpoint  # imported after validation: bad flags fail fast
-            return score_checkpoint(args, explicit=explicit)
+            return score_checkpoint(settings, explicit=explicit)
         from perceiver.trainer import train
-        return train(args, explicit=explicit, argv=argv)
+        return train(settings, explicit=explicit, argv=argv)
     except PerceiverError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import ConfigError, PerceiverConfig
-from .data import DATASET_DEFAULTS, PER_DATASET_FLAGS, POINT_CLOUD_DATASETS, validate_data_args
+from .data import DATASET_DEFAULTS, PER_DATASET_FLAGS, POINT_CLOUD_DATASETS, DataSettings
 from .presets import preset_flags
 from .rundir import RunDir
 from .schedule import default_milestones
@@ -93,12 +93,14 @@ def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
 def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit: set[str]) -> None:
     """Reject impossible or contradictory flags with one line (exit code 2)."""
     err = parser.error
-    validate_data_args(parser, args)
     try:
+        DataSettings.from_flags(vars(args)).check()
         PerceiverConfig.check_options(PerceiverConfig.options_from_flags(vars(args)))
     except ConfigError as e:
         flags = {f.field: f"--{f.name}" for f in PerceiverConfig.flags()}
         err(e.describe(lambda field: flags.get(field, field)))
+    except ValueError as e:
+        err(str(e))
     for name in ("epochs", "batch_size", "batch_size_cifar10", "batch_size_modelnet40", "gradient_accumulation_steps",
                  "attention_save_interval", "num_probe_samples", "lr_step_size", "sync_every", "lr_base_batch",
                  "limit_train_batches", "limit_eval_batches"):

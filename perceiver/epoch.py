@@ -1,9 +1,9 @@
 """The end of an epoch: the splits evaluated, best.pt's choice, the metrics row, and what rank 0 writes.
 
-    evals = evaluate_splits(parts, args, info)            # {"val", "raw_val", "test"}: EvalResult (those that exist)
+    evals = evaluate_splits(parts, info, limit_batches=..., show_progress=...)   # {"val", "raw_val", "test"}
     best, is_best = update_best(best, evals, epoch)
     row = metrics_row(result, evals, ...)                 # perceiver.rundir.EpochRow
-    write_epoch(run, tb, parts, args, row, evals, last=..., device=...)
+    write_epoch(run, tb, parts, logging, row, evals, last=..., device=...)     # logging: settings.logging
 
 best.pt follows the validation accuracy when there is a validation split; without one nothing is chosen on
 held-out images and the run's model is its last epoch (``{"metric": "last"}``).
@@ -15,16 +15,17 @@ import math
 from . import probes
 from .engine import EpochResult, EvalResult, evaluate, per_class_accuracy
 from .rundir import EpochRow
+from .settings import LogSettings
 
 
-def evaluate_splits(parts, args, info) -> dict[str, EvalResult]:
+def evaluate_splits(parts, info, *, limit_batches: int | None, show_progress: bool) -> dict[str, EvalResult]:
+    """The splits that exist, evaluated: EvalResult of "val", "raw_val" (the trained weights) and "test"."""
     p = parts
     # with an average, the trained weights are scored on the validation split too (never on the test images)
     jobs = [("val", p.val_loader, p.eval_model), ("raw_val", p.val_loader, p.model if p.ema else None),
             ("test", p.test_loader, p.eval_model)]
     return {name: evaluate(model, loader, pos=p.pos, num_classes=p.bundle.num_classes, amp=p.amp, flip=p.flip,
-                           limit_batches=args.limit_eval_batches, info=info, desc=name,
-                           show_progress=not args.no_progress)
+                           limit_batches=limit_batches, info=info, desc=name, show_progress=show_progress)
             for name, loader, model in jobs if loader is not None and model is not None}
 
 
@@ -53,18 +54,19 @@ def metrics_row(result: EpochResult, evals: dict[str, EvalResult], *, epoch: int
         elapsed_s=elapsed_s)
 
 
-def write_epoch(run, tb, parts, args, row: EpochRow, evals: dict[str, EvalResult], *, last: bool, device) -> None:
+def write_epoch(run, tb, parts, logging: LogSettings, row: EpochRow, evals: dict[str, EvalResult], *, last: bool,
+                device) -> None:
     """Rank 0: the metrics row, per-class figures, TensorBoard, and the attention of the probes when due."""
     e = row.epoch
     run.append_metrics(row)
-    if args.save_metrics:
+    if logging.save_metrics:
         for split in ("test", "val"):
             if split in evals:
                 cm = evals[split].confusion
                 run.append_per_class({"epoch": e, "split": split, "confusion": cm,
                                       "per_class_acc": per_class_accuracy(cm)})
     tb.scalars(row.to_json(), e)
-    if args.save_attention_maps and (e == 1 or e % args.attention_save_interval == 0 or last):
+    if logging.save_attention_maps and (e == 1 or e % logging.attention_save_interval == 0 or last):
         p = parts
         snap = probes.capture(p.eval_model, p.bundle.test, p.probe_idx, epoch=e, bundle=p.bundle, device=device,
                               pos=p.pos)

@@ -110,6 +110,7 @@ def test_every_model_flag_reaches_the_model_config():
     from perceiver import cli
     from perceiver.components import model_config
     from perceiver.data import build_dataset
+    from perceiver.settings import Settings
 
     declared = {f"--{f.name}" for f in PerceiverConfig.flags()}
     assert declared == set(MODEL_FLAGS)  # a new model option: give it a value above
@@ -119,7 +120,8 @@ def test_every_model_flag_reaches_the_model_config():
     for flag, (value, _, _) in MODEL_FLAGS.items():
         argv += [flag] if value is None else [flag, value]
     args, _ = cli.parse(train.build_parser, argv)
-    config = model_config(args, build_dataset(args))
+    settings = Settings.from_flags(vars(args))
+    config = model_config(build_dataset(settings.data), settings.model)
     for flag, (_, name, want) in MODEL_FLAGS.items():
         assert getattr(config, name) == want, flag
     assert config.image_size == (32, 32)
@@ -135,14 +137,12 @@ def test_every_model_flag_reaches_the_model_config():
 
 
 def test_a_stem_model_is_not_scored_on_images_of_another_size():
-    import argparse
-
     from perceiver.components import check_data_fits
-    from perceiver.data import build_dataset
+    from perceiver.data import DataSettings, build_dataset
     from perceiver.errors import CheckpointError
 
-    bundle = build_dataset(argparse.Namespace(dataset="shapes2d", shapes_train_size=20, shapes_test_size=10,
-                                              shapes_num_points=16, seed=0, no_augment=True, permute_pixels=False))
+    bundle = build_dataset(DataSettings.from_flags(dict(dataset="shapes2d", shapes_train_size=20, shapes_test_size=10,
+                                                        shapes_num_points=16, seed=0, no_augment=True)))
     check_data_fits(small_config(num_classes=10, image_size=(32, 32)), bundle, "ckpt.pt")  # fits: no error
     with pytest.raises(CheckpointError, match=r"image_size: model \(5, 7\) vs data \(32, 32\)"):
         check_data_fits(small_config(num_classes=10), bundle, "ckpt.pt")
