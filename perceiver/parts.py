@@ -21,6 +21,7 @@ from .data import DataBundle
 from .data.mixing import BatchMix, flip_index
 from .distributed import DistInfo, EpochSampler, barrier
 from .ema import EMA
+from .engine import LearningRate
 from .model import Perceiver, PerceiverConfig
 from .optim import build_optimizer
 from .schedule import LRSchedule, scaled_lr
@@ -40,6 +41,7 @@ class RunParts:
     optimizer: torch.optim.Optimizer
     amp: Amp
     schedule: LRSchedule
+    lr: LearningRate                  # the rate of each step: the schedule as a function of the loop state
     step: TrainStep
     loader: object                    # DataLoader or DeviceBatches
     sampler: EpochSampler
@@ -106,7 +108,9 @@ def build_parts(settings: Settings, info: DistInfo, log, *, options: Mapping[str
                                    seed=s.run.seed) if s.logging.save_attention_maps else None
     return RunParts(
         bundle=bundle, train_set=train_set, val_set=val_set, config=config, model=model, train_model=train_model,
-        ema=ema, optimizer=optimizer, amp=amp, schedule=schedule, step=step, loader=loader, sampler=sampler,
+        ema=ema, optimizer=optimizer, amp=amp, schedule=schedule,
+        lr=LearningRate(schedule, steps_per_epoch=steps_per_epoch, epochs=o.epochs, max_time=o.max_time),
+        step=step, loader=loader, sampler=sampler,
         test_loader=comp.eval_loader(bundle.test, **loaders),
         val_loader=comp.eval_loader(val_set, **loaders) if val_set is not None else None,
         on_device=on_device, pos=pos, flip=flip, probe_idx=probe_idx, batches=batches,

@@ -125,9 +125,10 @@ def check_not_running(run: RunDir) -> None:
 
 
 def restore_training(parts, state: dict, *, world_size: int, run_path) -> tuple:
-    """Load a checkpoint into a run's parts: (LoopState, best.pt's record or None, training seconds spent)."""
+    """Load a checkpoint into a run's parts: (LoopState, best.pt's record (`Best`) or None, training seconds spent)."""
     from . import checkpoint as ckpt
     from .engine import EpochSums, LoopState
+    from .epoch import Best
 
     path, p = state["path"], parts
     ckpt.check_model_config(path, PerceiverConfig.from_dict(state["model_config"]).identity(), p.config.identity())
@@ -146,8 +147,8 @@ def restore_training(parts, state: dict, *, world_size: int, run_path) -> tuple:
             p.amp.scaler.load_state_dict(state["scaler"])
     except (ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {path}: the optimizer or EMA state does not fit ({e})") from None
-    loop = LoopState(epoch=state["epoch"] + 1, batch=state.get("batch_in_epoch", 0),
-                     global_step=state["global_step"])
-    if loop.batch and state.get("partial"):
-        loop.sums = EpochSums(**state["partial"])
-    return loop, state.get("best"), float(state.get("elapsed_s", 0.0))
+    batch = state.get("batch_in_epoch", 0)
+    sums = EpochSums(**state["partial"]) if batch and state.get("partial") else EpochSums()
+    loop = LoopState(epoch=state["epoch"] + 1, batch=batch, global_step=state["global_step"], sums=sums)
+    best = Best.from_dict(state["best"]) if state.get("best") else None
+    return loop, best, float(state.get("elapsed_s", 0.0))

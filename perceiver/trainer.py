@@ -13,7 +13,6 @@ the run's model is its last epoch (last.pt; --eval_only reads it).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,12 +23,12 @@ from . import components as comp
 from . import distributed
 from . import epoch, tracking
 from .engine import EpochResult, EpochSums, LoopState, NonFiniteLossError, Stop, StepRecord, train_one_epoch
+from .epoch import Best
 from .errors import PerceiverError
 from .parts import build_parts
 from .resume import (RESUME_OVERRIDES, check_not_running, clear_run, invocation_options, locate, merge_flags,
                      restore_training)
 from .rundir import RunDir, launcher
-from .schedule import progress
 from .settings import Settings
 from .stopping import StopConditions
 
@@ -73,11 +72,9 @@ class Trainer:
         self.main = info.is_main
         self.stop = StopConditions(log, max_time=settings.optim.max_time)
         self.tb = tracking.TensorBoard(None)
-        self.state = LoopState()
-        self.best = {"metric": "val_acc" if settings.batches.val_split > 0 else "last", "value": -math.inf,
-                     "epoch": 0}
+        self.state = LoopState()  # replaced, never changed: by the engine's result, then by the next epoch's start
+        self.best = Best.start(validation=settings.batches.val_split > 0)
         self.started = False
-        self.last_lr = math.nan  # the rate of the latest step, for the epoch's metrics row
 
     def fit(self) -> int:
         seed = self.settings.run.seed
@@ -136,32 +133,30 @@ class Trainer:
         self.started = True
 
     # ---------------------------------------------------------------------------------------------- the loop
-    def _lr_at(self, global_step: int) -> float:
-        t = progress(step=global_step, steps_per_epoch=self.parts.steps_per_epoch, epochs=self.settings.optim.epochs,
-                     elapsed_s=self.stop.elapsed(), max_time_s=self.settings.optim.max_time)
-        self.last_lr = self.parts.schedule.lr_at(t, step=global_step)
-        return self.last_lr
-
     def _write_steps(self, records: list[StepRecord]) -> None:
         if self.main and self.settings.logging.save_metrics:
             for r in records:
                 self.run.append_step({k: v for k, v in asdict(r).items() if v is not None and v == v})
 
     def _loop(self) -> int:
-        st, s, p = self.settings, self.state, self.parts
-        while s.epoch <= st.optim.epochs:
+        st, p = self.settings, self.parts
+        while self.state.epoch <= st.optim.epochs:
+            s = self.state
             p.sampler.set_epoch(s.epoch, skip=s.batch * st.batches.batch_size)
             comp.seed_loader(p.loader, st.run.seed * 100_003 + s.epoch)
-            result = train_one_epoch(p.step, p.loader, state=s, lr_at=self._lr_at, wants_stop=self.stop.wants_stop,
-                                     on_steps=self._write_steps, accum_steps=st.optim.gradient_accumulation_steps,
+            # the budget's clock: this process's (see perceiver.engine on agreeing on one across ranks)
+            result = train_one_epoch(p.step, p.loader, state=s, lr=p.lr, clock=self.stop.elapsed,
+                                     wants_stop=self.stop.wants_stop, on_steps=self._write_steps,
+                                     accum_steps=st.optim.gradient_accumulation_steps,
                                      limit_batches=st.runtime.limit_train_batches, sync_every=st.runtime.sync_every,
                                      info=self.info, show_progress=not st.runtime.no_progress)
+            self.state = result.state
             if result.stop == Stop.SIGNAL and not result.complete:
                 return self._interrupt(result)
             last = self._end_epoch(result, time_up=result.stop == Stop.TIME)
             if last:
                 return self._finish()
-            s.epoch, s.batch, s.sums = s.epoch + 1, 0, EpochSums()
+            self.state = self.state.next_epoch()
             if result.stop == Stop.SIGNAL or self._agree(self.stop.signalled):
                 return self._interrupt(None)
         return self._finish()
@@ -177,9 +172,8 @@ class Trainer:
         evals = epoch.evaluate_splits(self.parts, self.info, limit_batches=st.runtime.limit_eval_batches,
                                       show_progress=not st.runtime.no_progress)
         last = s.epoch >= st.optim.epochs or self._agree(time_up or self.stop.time_up)  # time spent evaluating counts
-        self.best, is_best = epoch.update_best(self.best, evals, s.epoch)
-        row = epoch.metrics_row(result, evals, epoch=s.epoch, step=s.global_step, lr=self.last_lr, best=self.best,
-                                is_best=is_best, elapsed_s=self.stop.elapsed())
+        self.best, is_best = self.best.after(evals, s.epoch)
+        row = epoch.metrics_row(result, evals, best=self.best, is_best=is_best, elapsed_s=self.stop.elapsed())
         if self.main:
             epoch.write_epoch(self.run, self.tb, self.parts, st.logging, row, evals, last=last,
                               device=self.info.device)
@@ -201,7 +195,7 @@ class Trainer:
         state = ckpt.build_checkpoint(
             config=p.config, model=p.model, ema=p.ema, optimizer=p.optimizer, schedule=p.schedule,
             scaler=p.amp.scaler, epoch=epochs_done, batch_in_epoch=batch_in_epoch,
-            global_step=self.state.global_step, elapsed_s=self.stop.elapsed(), best=self.best,
+            global_step=self.state.global_step, elapsed_s=self.stop.elapsed(), best=self.best.to_dict(),
             partial=asdict(partial) if partial is not None else None, args=dict(self.settings.flags), rng=rng,
             rng_ranks=rng_ranks, world_size=self.info.world_size, finished=finished)
         if best:
@@ -227,12 +221,13 @@ class Trainer:
     def _finish(self) -> int:
         self._status("finished", message="time budget spent" if self.stop.time_up else "")
         self.tb.hparams({k: v for k, v in self.settings.flags.items() if not isinstance(v, (list, tuple))},
-                        {"final_test_acc": self.best["value"] if self.best["metric"] == "last" else None,
-                         "best_val_acc": self.best["value"] if self.best["metric"] == "val_acc" else None})
-        if self.best["metric"] == "val_acc":
-            summary = f"best val_acc {self.best['value']:.4f} at epoch {self.best['epoch']} (checkpoints/best.pt)"
+                        {"final_test_acc": self.best.value if self.best.metric == "last" else None,
+                         "best_val_acc": self.best.val_acc})
+        b = self.best
+        if b.metric == "val_acc":
+            summary = f"best val_acc {b.value:.4f} at epoch {b.epoch} (checkpoints/best.pt)"
         else:
-            summary = f"last epoch {self.best['epoch']}, test acc {self.best['value']:.4f} (checkpoints/last.pt)"
+            summary = f"last epoch {b.epoch}, test acc {b.value:.4f} (checkpoints/last.pt)"
         self.log.info(f"finished: {summary}; run directory {self.run.path}")
         return 0
 
