@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import ConfigError, PerceiverConfig
-from .data import DATASET_DEFAULTS, PER_DATASET_FLAGS, POINT_CLOUD_DATASETS, DataSettings
+from .data import DATASET_DEFAULTS, PER_DATASET_FLAGS, POINT_CLOUD_DATASETS, DataSettings, per_dataset_values
 from .presets import preset_flags
 from .rundir import RunDir
 from .schedule import default_milestones
@@ -79,10 +79,8 @@ def add_config_flags(group) -> None:
 def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
     """Fill the dataset-dependent defaults (the generic flag, else the dataset's own flag, else the dataset's
     default from `perceiver.data.DATASET_DEFAULTS`), milestones and the run name."""
-    for general, own in PER_DATASET_FLAGS.items():
-        if getattr(args, general) is None:
-            specific = getattr(args, own[args.dataset]) if args.dataset in own else None
-            setattr(args, general, specific if specific is not None else DATASET_DEFAULTS[args.dataset][general])
+    for general, value in per_dataset_values(vars(args)).items():
+        setattr(args, general, value)
     if args.lr_milestones is None:
         args.lr_milestones = default_milestones(args.epochs) if args.epochs > 0 else []
     if args.experiment_name is None:

@@ -8,34 +8,43 @@ through the same argparse checks as typed flags.
 """
 from __future__ import annotations
 
+#: The named model configurations, each defined here once: the model flags of the presets below, of the benchmarks'
+#: configurations (benchmarks/configs.py) and of the demo's run (perceiver/viz/demo.py). ``small`` is the quick
+#: start's model; the others are the specification's. The per-dataset Fourier flags apply to their dataset only.
+MODELS: dict[str, dict] = {
+    "small": {"num_latents": 32, "latent_dim": 64, "num_cross_attend_stages": 1, "num_transformer_blocks": 2,
+              "num_heads": 2},
+    "exp1": {"cifar10_fourier_bands": 64, "cifar10_max_freq": 32.0, "num_latents": 96, "latent_dim": 384,
+             "num_cross_attend_stages": 4, "num_transformer_blocks": 4, "num_heads": 3, "dropout": 0.2,
+             "output_pooling": "mean"},
+    "exp2": {"use_learned_pe": True, "num_latents": 96, "latent_dim": 384, "num_cross_attend_stages": 1,
+             "num_transformer_blocks": 4, "num_heads": 3, "dropout": 0.2, "output_pooling": "mean"},
+    "exp3": {"modelnet40_fourier_bands": 64, "modelnet40_max_freq": 1120.0, "num_latents": 128, "latent_dim": 512,
+             "num_cross_attend_stages": 2, "num_transformer_blocks": 6, "num_heads": 8, "dropout": 0.1,
+             "output_pooling": "mean"},
+}
+
 #: name -> (one-line description, flags). Values as in the specification's commands (README: "Training").
 PRESETS: dict[str, tuple[str, dict]] = {
     "exp1": ("Experiment 1: CIFAR-10, Fourier features", {
-        "experiment_name": "perceiver_cifar10_fourier", "dataset": "cifar10",
-        "cifar10_fourier_bands": 64, "cifar10_max_freq": 32.0, "num_latents": 96, "latent_dim": 384,
-        "num_cross_attend_stages": 4, "num_transformer_blocks": 4, "num_heads": 3, "dropout": 0.2,
-        "output_pooling": "mean", "optimizer": "lamb", "lr": 0.004, "scheduler": "multistep", "epochs": 120,
+        "experiment_name": "perceiver_cifar10_fourier", "dataset": "cifar10", **MODELS["exp1"],
+        "optimizer": "lamb", "lr": 0.004, "scheduler": "multistep", "epochs": 120,
         "batch_size_cifar10": 64, "num_workers": 4, "save_attention_maps": True, "use_tensorboard": True,
     }),
     "exp2": ("Experiment 2: CIFAR-10, permuted pixels, learned positional encoding", {
-        "experiment_name": "perceiver_cifar10_permuted_learned_pe", "dataset": "cifar10",
-        "use_learned_pe": True, "permute_pixels": True, "permute_pixels_seed": 42, "num_latents": 96,
-        "latent_dim": 384, "num_cross_attend_stages": 1, "num_transformer_blocks": 4, "num_heads": 3,
-        "dropout": 0.2, "output_pooling": "mean", "optimizer": "lamb", "lr": 0.004, "scheduler": "multistep",
+        "experiment_name": "perceiver_cifar10_permuted_learned_pe", "dataset": "cifar10", **MODELS["exp2"],
+        "permute_pixels": True, "permute_pixels_seed": 42, "optimizer": "lamb", "lr": 0.004, "scheduler": "multistep",
         "epochs": 120, "batch_size_cifar10": 64, "num_workers": 4, "save_attention_maps": True,
         "attention_save_interval": 10, "save_metrics": True, "use_tensorboard": True,
     }),
     "exp3": ("Experiment 3: ModelNet40 point clouds, Fourier features", {
-        "experiment_name": "perceiver_modelnet40_fourier", "dataset": "modelnet40",
-        "modelnet40_num_points": 2048, "modelnet40_fourier_bands": 64, "modelnet40_max_freq": 1120.0,
-        "num_latents": 128, "latent_dim": 512, "num_cross_attend_stages": 2, "num_transformer_blocks": 6,
-        "num_heads": 8, "dropout": 0.1, "output_pooling": "mean", "optimizer": "lamb", "lr": 0.001,
+        "experiment_name": "perceiver_modelnet40_fourier", "dataset": "modelnet40", "modelnet40_num_points": 2048,
+        **MODELS["exp3"], "optimizer": "lamb", "lr": 0.001,
         "scheduler": "multistep", "epochs": 120, "batch_size_modelnet40": 8, "num_workers": 0,
         "save_attention_maps": True, "attention_save_interval": 10, "save_metrics": True, "use_tensorboard": True,
     }),
     "quickstart": ("the README's quick start: built-in shapes2d, a small model, 60 s on one CPU thread", {
-        "experiment_name": "quickstart", "dataset": "shapes2d", "max_time": 60, "num_latents": 32,
-        "latent_dim": 64, "num_cross_attend_stages": 1, "num_transformer_blocks": 2, "num_heads": 2, "threads": 1,
+        "experiment_name": "quickstart", "dataset": "shapes2d", "max_time": 60, **MODELS["small"], "threads": 1,
         # this small model on shapes2d starts more reliably from the slightly smaller init and learns more
         # reliably with MLPs 4 wide than with the default width 1 (docs/RECIPES.md)
         "init": "trunc_fan_in", "mlp_ratio": 4.0, "save_attention_maps": True, "save_metrics": True,

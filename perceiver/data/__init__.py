@@ -30,12 +30,25 @@ DATASET_DEFAULTS: dict[str, dict] = {
 }
 
 #: The specification's per-dataset flags: generic flag -> {dataset: that dataset's own flag}. A typed generic flag
-#: wins, then the dataset's own flag, then DATASET_DEFAULTS (train.py's `resolve_defaults`).
+#: wins, then the dataset's own flag, then DATASET_DEFAULTS (`per_dataset_values`).
 PER_DATASET_FLAGS: dict[str, dict[str, str]] = {
     "batch_size": {"cifar10": "batch_size_cifar10", "modelnet40": "batch_size_modelnet40"},
     "fourier_bands": {"cifar10": "cifar10_fourier_bands", "modelnet40": "modelnet40_fourier_bands"},
     "max_freq": {"cifar10": "cifar10_max_freq", "modelnet40": "modelnet40_max_freq"},
 }
+
+
+def per_dataset_values(flags: Mapping) -> dict:
+    """``{generic flag: value}`` for ``flags["dataset"]``: the generic flag when set, else the dataset's own flag,
+    else the dataset's default (flags absent from ``flags`` count as unset)."""
+    dataset, out = flags["dataset"], {}
+    for general, own in PER_DATASET_FLAGS.items():
+        value = flags.get(general)
+        if value is None:
+            specific = flags.get(own[dataset]) if dataset in own else None
+            value = specific if specific is not None else DATASET_DEFAULTS[dataset][general]
+        out[general] = value
+    return out
 
 # dataset name -> (module, builder function); imported lazily so that e.g. h5py is only needed for ModelNet40.
 _BUILDERS = {
@@ -228,4 +241,4 @@ def build_dataset(data: DataSettings) -> DataBundle:
 
 
 __all__ = ["AUTO_AUGMENT", "DATASETS", "DATASET_DEFAULTS", "PER_DATASET_FLAGS", "DataBundle", "DataSettings",
-           "add_data_args", "build_dataset"]
+           "add_data_args", "build_dataset", "per_dataset_values"]
