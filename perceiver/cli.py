@@ -1,5 +1,5 @@
-"""train.py's command line, from the typed flags to checked, resolved arguments. The one module of the package
-that handles argparse's namespace: train.py turns it into `perceiver.settings.Settings`, which the library takes.
+"""train.py's command line, from the typed flags to checked, resolved arguments: the one module of the library that
+handles train.py's argparse namespace; train.py turns it into `perceiver.settings.Settings`, which the library takes.
 
     args, explicit = parse(train.build_parser, argv)   # --preset and --config applied, dataset defaults, checks
     settings = Settings.from_flags(vars(args))

@@ -14,7 +14,6 @@ the run's model is its last epoch (last.pt; --eval_only reads it).
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
