@@ -34,7 +34,6 @@ from them (built-in datasets are regenerated from their seed; CIFAR-10 and Model
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -171,12 +170,12 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
 def facts_from_args(args: dict, config: PerceiverConfig) -> InputFacts:
     """The data facts of a checkpoint file without its run directory, rebuilt from its training arguments."""
     from .components import dataset_facts
-    from .data import build_dataset
+    from .data import DataSettings, build_dataset
 
     name = args.get("dataset")
     seed = args.get("permute_pixels_seed")
     if name in ("shapes2d", "shapes3d"):  # generated from the seed in a second: rebuild it exactly
-        bundle = build_dataset(argparse.Namespace(**args))
+        bundle = build_dataset(DataSettings.from_flags(args))
         return InputFacts.from_dataset(dataset_facts(bundle, bundle.train, None, bundle.test), seed)
     if name == "cifar10":
         from .data import cifar10

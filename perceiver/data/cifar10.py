@@ -12,7 +12,6 @@ refused unopened.
 
 from __future__ import annotations
 
-import argparse
 import codecs
 import hashlib
 import pickle
@@ -22,7 +21,7 @@ import numpy as np
 from torchvision.datasets import CIFAR10
 
 from ..errors import DataError
-from . import DataBundle
+from . import DataBundle, DataSettings
 from .augment import AutoAugment
 from .checks import class_labels
 from .download import fetch_archive
@@ -188,16 +187,16 @@ def load_cifar10(data_dir: str | Path, *, download: bool = True) -> tuple[dict, 
     return splits, class_names, f"CIFAR-10 {origin}: {case}; {sizes}"
 
 
-def build_cifar10(args: argparse.Namespace) -> DataBundle:
+def build_cifar10(data: DataSettings) -> DataBundle:
     """The CIFAR-10 bundle for the `data` flags (data_dir, permute_pixels[_seed], no_augment, crop_padding,
     auto_augment, randaugment_*)."""
-    splits, class_names, source = load_cifar10(args.data_dir)
-    fields = image_bundle_fields(splits["train"][0], permute=args.permute_pixels,
-                                 permute_seed=args.permute_pixels_seed)
+    splits, class_names, source = load_cifar10(data.data_dir)
+    fields = image_bundle_fields(splits["train"][0], permute=data.permute_pixels,
+                                 permute_seed=data.permute_pixels_seed)
     common = {"mean": MEAN, "std": STD, "permutation": fields["permutation"]}
-    policy = None if args.auto_augment == "none" else AutoAugment(
-        args.auto_augment, num_ops=args.randaugment_ops, magnitude=args.randaugment_magnitude)
-    train = ImageTokens(*splits["train"], augment=not args.no_augment, pad=args.crop_padding, policy=policy,
+    policy = None if data.auto_augment == "none" else AutoAugment(
+        data.auto_augment, num_ops=data.randaugment_ops, magnitude=data.randaugment_magnitude)
+    train = ImageTokens(*splits["train"], augment=not data.no_augment, pad=data.crop_padding, policy=policy,
                         **common)
     test = ImageTokens(*splits["test"], augment=False, **common)
     return DataBundle(name="cifar10", train=train, test=test, num_classes=len(class_names),

@@ -9,7 +9,6 @@ links to other files are refused).
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import h5py
 import numpy as np
 
 from ..errors import DataError
-from . import DataBundle
+from . import DataBundle, DataSettings
 from .checks import class_labels, finite_items
 from .download import fetch_archive
 from .points import PointClouds, pointcloud_bundle_fields
@@ -143,18 +142,18 @@ def select_classes(splits: dict, class_names: list[str], keep: list[str]) -> tup
     return out, list(keep)
 
 
-def build_modelnet40(args: argparse.Namespace) -> DataBundle:
+def build_modelnet40(data: DataSettings) -> DataBundle:
     """The ModelNet40 bundle for the `data` flags (data_dir, modelnet40_*, no_augment)."""
-    splits, class_names, source = load_modelnet40(args.data_dir, url=args.modelnet40_url)
-    k = args.modelnet40_num_points
+    splits, class_names, source = load_modelnet40(data.data_dir, url=data.modelnet40_url)
+    k = data.modelnet40_num_points
     stored = min(points.shape[1] for points, _ in splits.values())
     if not 1 <= k <= stored:
         raise DataError(f"--modelnet40_num_points {k} is outside 1..{stored}, the points per shape stored in "
-                        f"{Path(args.data_dir) / FOLDER}")
-    if args.modelnet40_classes:
-        splits, class_names = select_classes(splits, class_names, args.modelnet40_classes)
-    train = PointClouds(*splits["train"], num_points=k, train=True, augment=not args.no_augment,
-                        rotate=args.modelnet40_rotate, jitter=args.modelnet40_jitter)
+                        f"{Path(data.data_dir) / FOLDER}")
+    if data.modelnet40_classes:
+        splits, class_names = select_classes(splits, class_names, data.modelnet40_classes)
+    train = PointClouds(*splits["train"], num_points=k, train=True, augment=not data.no_augment,
+                        rotate=data.modelnet40_rotate, jitter=data.modelnet40_jitter)
     test = PointClouds(*splits["test"], num_points=k, train=False)
     return DataBundle(name="modelnet40", train=train, test=test, num_classes=len(class_names),
                       class_names=class_names, source=source, **pointcloud_bundle_fields(k))
