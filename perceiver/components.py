@@ -87,12 +87,15 @@ def use_device_data(args: argparse.Namespace, datasets: list, info: DistInfo, lo
 
 def train_loader(dataset, args: argparse.Namespace, info: DistInfo, *, on_device: bool):
     """(batches, sampler): shuffled by (seed, epoch) through `EpochSampler`; the trainer re-seeds the loader's
-    augmentation per epoch (`seed_loader`), so no global RNG stream decides the data order or the augmentation."""
+    augmentation per epoch (`seed_loader`), so no global RNG stream decides the data order or the augmentation.
+    Under ``--compile`` the last partial batch of an epoch is dropped: every step has the same shapes, so the
+    compiled graphs are reused (a different few samples are left out each epoch, as the order is reshuffled)."""
     sampler = EpochSampler(dataset, info=info, shuffle=True, seed=args.seed)
     if on_device:
-        return DeviceBatches(dataset, sampler=sampler, batch_size=args.batch_size, device=info.device), sampler
+        return DeviceBatches(dataset, sampler=sampler, batch_size=args.batch_size, device=info.device,
+                             drop_last=args.compile), sampler
     loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
-                        pin_memory=info.device.type == "cuda", drop_last=False, generator=torch.Generator())
+                        pin_memory=info.device.type == "cuda", drop_last=args.compile, generator=torch.Generator())
     return loader, sampler
 
 
@@ -113,7 +116,12 @@ def eval_loader(dataset, args: argparse.Namespace, info: DistInfo, *, on_device:
 
 
 def batches_per_epoch(sampler: EpochSampler, args: argparse.Namespace) -> int:
-    full = math.ceil((len(sampler) + sampler.skip) / args.batch_size)
+    samples = len(sampler) + sampler.skip  # this process's share of an epoch
+    if args.compile and samples < args.batch_size:
+        raise DataError(f"--compile drops the last partial batch of an epoch (every step keeps the same shapes), and "
+                        f"the {samples} training samples per process make no full batch of {args.batch_size}: lower "
+                        f"--batch_size")
+    full = samples // args.batch_size if args.compile else math.ceil(samples / args.batch_size)
     return min(full, args.limit_train_batches) if args.limit_train_batches else full
 
 
