@@ -2,12 +2,14 @@
 
     step = TrainStep(model, optimizer, pos=pos, amp=setup_amp(True, device), grad_clip=1.0)
     loss, correct = step.forward_backward(x, y, scale=1.0)   # device tensors: nothing is read back to the host
-    grad_norm = step.update(lr)                               # clip, optimizer step, EMA; a device tensor or None
+    grad_norm = step.update(lr)                 # clip, optimizer step, EMA, zero_grad; a device tensor or None
 
 Nothing here reads a tensor back to the host (no ``.item()``, ``float(t)``, ``bool(t)``), so a GPU can run ahead
 of Python for as many steps as the epoch loop lets it (`perceiver.engine` reads the accumulated metrics at its
-sync points). The one exception is float16 training (GPUs without bfloat16), where the GradScaler checks for
-overflow on the host at every step.
+sync points; tests/test_host_sync.py checks it at the dispatcher). The one exception is float16 training (GPUs
+without bfloat16) with LAMB or a foreach AdamW: ``scaler.step`` reads the overflow flag on the host at every step to
+skip an overflowed step. torch's fused AdamW, which `perceiver.optim.build_optimizer` picks on CUDA, takes the flag
+on the device instead.
 
 Mixed precision (`setup_amp`): bfloat16 autocast on CUDA when supported, else float16 with a `GradScaler`; on CPU,
 bfloat16 autocast (correct but usually slower than float32 there; the trainer warns).
