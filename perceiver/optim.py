@@ -106,10 +106,10 @@ class Lamb(torch.optim.Optimizer):
             operation per device/dtype instead of one per parameter); False uses a per-parameter loop. Both compute
             the same thing. None (PyTorch's spelling of "default") means True.
         capturable: keep each parameter's step count on the parameter's device and compute the bias corrections
-            there, as tensors: nothing is read back to the host, so the step can be compiled into one graph (its
-            counts change without recompiling) or captured in a CUDA graph. False (like `torch.optim.Adam`): the
-            counts live on the host and the corrections are Python numbers, which costs fewer kernels eagerly.
-            Both compute the same update.
+            there, as tensors: nothing is read back to the host, and a compiled step traces the counts as tensors
+            instead of specialising on their values (no recompilation as they grow). False (like
+            `torch.optim.Adam`): the counts live on the host and the corrections are Python numbers, which costs
+            fewer kernels eagerly. Both compute the same update (to float32 rounding of the corrections).
 
     Correspondence with ``torch_optimizer.Lamb(lr, betas, eps, weight_decay, clamp_value, adam, debias)``: the
     same steps (to float rounding) as ``Lamb(lr, betas, eps, weight_decay, clamp_value=clamp_value,
