@@ -29,7 +29,8 @@ class EMA:
 
     def _pairs(self) -> None:
         # the source's own parameters, not the detached views of its state_dict: traced into one graph with the
-        # optimizer step that updates them, views of the same memory were read as if not yet updated
+        # optimizer step that updates those parameters, the views gave wrong weights (torch 2.14, inductor;
+        # tests/test_compile.py compares a compiled run with the eager one)
         src = {**dict(self.source.named_parameters()), **dict(self.source.named_buffers())}
         dst = self.model.state_dict()
         self._float = [(dst[k], src[k]) for k in dst if dst[k].is_floating_point()]

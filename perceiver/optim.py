@@ -237,7 +237,7 @@ def _bias_corrections(group: dict, steps: list[torch.Tensor]) -> tuple[list | No
 def _lamb_loop(group, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
     beta1, beta2 = group["betas"]
     lr = group["lr"]
-    for i, (p, g, m, v, step) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs, steps)):
+    for p, g, m, v, step in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
         step += 1
         bc1, bc2, factor = (None if c is None else c[0] for c in _bias_corrections(group, [step]))
         m.mul_(beta1).add_(g, alpha=1.0 - beta1)
