@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for the model's math, 0 = PyTorch's default (one per core). On a machine "
                         "busy with other work, 1 avoids threads waiting on each other (default: %(default)s)")
     g.add_argument("--compile", action="store_true",
-                   help="compile the model as one graph (and LAMB's update) with torch.compile (default: %(default)s)")
+                   help="compile the model as one graph (and LAMB's update) with torch.compile; the last partial "
+                        "batch of each epoch is dropped, so that every step has the same shapes (default: %(default)s)")
     g.add_argument("--compile_mode", choices=("default", "reduce-overhead", "max-autotune"), default="default",
                    help="torch.compile mode with --compile: reduce-overhead replays CUDA graphs (default: %(default)s)")
     add_config_flags(g)  # --kernels

@@ -86,14 +86,19 @@ def use_device_data(mode: str, datasets: list, info: DistInfo, log=None) -> bool
     return fits
 
 
-def train_loader(dataset, *, batch_size: int, num_workers: int, seed: int, info: DistInfo, on_device: bool):
+def train_loader(dataset, *, batch_size: int, num_workers: int, seed: int, info: DistInfo, on_device: bool,
+                 drop_last: bool = False):
     """(batches, sampler): shuffled by (seed, epoch) through `EpochSampler`; the trainer re-seeds the loader's
-    augmentation per epoch (`seed_loader`), so no global RNG stream decides the data order or the augmentation."""
+    augmentation per epoch (`seed_loader`), so no global RNG stream decides the data order or the augmentation.
+    ``drop_last`` (under ``--compile``) leaves out the last partial batch of an epoch: every step has the same
+    shapes, so the compiled graphs are reused (a different few samples are left out each epoch, as the order is
+    reshuffled)."""
     sampler = EpochSampler(dataset, info=info, shuffle=True, seed=seed)
     if on_device:
-        return DeviceBatches(dataset, sampler=sampler, batch_size=batch_size, device=info.device), sampler
+        return DeviceBatches(dataset, sampler=sampler, batch_size=batch_size, device=info.device,
+                             drop_last=drop_last), sampler
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                        pin_memory=info.device.type == "cuda", drop_last=False, generator=torch.Generator())
+                        pin_memory=info.device.type == "cuda", drop_last=drop_last, generator=torch.Generator())
     return loader, sampler
 
 
@@ -113,8 +118,13 @@ def eval_loader(dataset, *, batch_size: int, num_workers: int, seed: int, info: 
                       pin_memory=info.device.type == "cuda", generator=torch.Generator().manual_seed(seed))
 
 
-def batches_per_epoch(sampler: EpochSampler, *, batch_size: int, limit: int | None) -> int:
-    full = math.ceil((len(sampler) + sampler.skip) / batch_size)
+def batches_per_epoch(sampler: EpochSampler, *, batch_size: int, limit: int | None, drop_last: bool = False) -> int:
+    samples = len(sampler) + sampler.skip  # this process's share of an epoch
+    if drop_last and samples < batch_size:
+        raise DataError(f"--compile drops the last partial batch of an epoch (every step keeps the same shapes), and "
+                        f"the {samples} training samples per process make no full batch of {batch_size}: lower "
+                        f"--batch_size")
+    full = samples // batch_size if drop_last else math.ceil(samples / batch_size)
     return min(full, limit) if limit else full
 
 

@@ -77,8 +77,10 @@ def build_parts(settings: Settings, info: DistInfo, log, *, options: Mapping[str
     datasets = [d for d in (train_set, val_set, bundle.test) if d is not None]
     on_device = comp.use_device_data(s.runtime.device_data, datasets, info, log)
     loaders = dict(batch_size=b.batch_size, num_workers=b.num_workers, seed=s.run.seed, info=info, on_device=on_device)
-    loader, sampler = comp.train_loader(train_set, **loaders)
-    batches = comp.batches_per_epoch(sampler, batch_size=b.batch_size, limit=s.runtime.limit_train_batches)
+    drop_last = s.runtime.compile  # compiled steps keep one shape: the last partial batch is left out
+    loader, sampler = comp.train_loader(train_set, drop_last=drop_last, **loaders)
+    batches = comp.batches_per_epoch(sampler, batch_size=b.batch_size, limit=s.runtime.limit_train_batches,
+                                     drop_last=drop_last)
     steps_per_epoch = math.ceil(batches / o.gradient_accumulation_steps)
     global_batch = b.batch_size * o.gradient_accumulation_steps * info.world_size
     sch = s.schedule
