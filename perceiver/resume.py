@@ -201,6 +201,8 @@ def restore_training(parts, state: dict, *, world_size: int, run_path) -> tuple:
         raise CheckpointError(f"checkpoint {path}: the optimizer or EMA state does not fit ({e})") from None
     batch = state.get("batch_in_epoch", 0)
     sums = EpochSums(**state["partial"]) if batch and state.get("partial") else EpochSums()
-    loop = LoopState(epoch=state["epoch"] + 1, batch=batch, global_step=state["global_step"], sums=sums)
+    elapsed = float(state.get("elapsed_s", 0.0))
+    loop = LoopState(epoch=state["epoch"] + 1, batch=batch, global_step=state["global_step"], sums=sums,
+                     clock_s=elapsed)
     best = Best.from_dict(state["best"]) if state.get("best") else None
-    return loop, best, float(state.get("elapsed_s", 0.0))
+    return loop, best, elapsed

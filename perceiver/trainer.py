@@ -177,7 +177,7 @@ class Trainer:
             s = self.state
             p.sampler.set_epoch(s.epoch, skip=s.batch * st.batches.batch_size)
             comp.seed_loader(p.loader, st.run.seed * 100_003 + s.epoch)
-            # the budget's clock: this process's (see perceiver.engine on agreeing on one across ranks)
+            # the budget's clock: this process's, read at the sync points only, where the ranks agree on one
             result = train_one_epoch(p.step, p.loader, state=s, lr=p.lr, clock=self.stop.elapsed,
                                      wants_stop=self.stop.wants_stop, on_steps=self._write_steps,
                                      accum_steps=st.optim.gradient_accumulation_steps,
