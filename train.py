@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of weights, data order, dropout and probes (default: %(default)s)")
     g.add_argument("--resume", default=None, metavar="RUN_OR_CHECKPOINT",
                    help="continue a run: its directory (uses checkpoints/last.pt) or a checkpoint file; "
-                        "other flags may be left out (default: %(default)s)")
+                        "other flags may be left out, --lr and --grad_clip changed (recorded in config.json). A "
+                        "checkpoint file outside any run starts a new run, never in one that exists "
+                        "(default: %(default)s)")
     g.add_argument("--overwrite", action="store_true",
                    help="start over in a run directory that already holds a run, deleting that run's files "
                         "(only inside that directory) (default: %(default)s)")

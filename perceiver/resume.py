@@ -96,7 +96,7 @@ def start_resume(settings: Settings, explicit: set[str]) -> Resumed:
     typed_place = {"logs_dir", "experiment_name"} & explicit
     if located is not None:
         wanted = Path(flags["logs_dir"]) / flags["experiment_name"]
-        if typed_place and os.path.abspath(wanted) != os.path.abspath(located.path):
+        if typed_place and os.path.realpath(wanted) != os.path.realpath(located.path):
             raise UsageError(f"--resume {settings.run.resume} continues the run in {located.path} and writes nowhere "
                              f"else: drop {' and '.join('--' + f for f in sorted(typed_place))} (to branch a new run "
                              f"from this checkpoint, copy it out of the run and pass --resume COPY.pt "
