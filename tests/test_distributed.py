@@ -112,7 +112,7 @@ def test_a_signal_to_the_launcher_saves_and_resumes_exactly(reference, tmp_path,
 def test_resuming_with_another_number_of_processes_is_refused(tmp_path):
     stopped = torchrun(tmp_path, "half", ARGS, faults="kill_epoch:1")
     assert stopped.returncode != 0
-    res = run_train_in(tmp_path, ["--resume", str(tmp_path / "half")], tiny=False)
+    res = run_train_in(tmp_path, ["--resume", str(tmp_path / "half")], name="half", tiny=False)
     assert res.code == 1
     line = res.err.strip()
     assert "\n" not in line and "trained by 2 process(es) and this launch has 1" in line
