@@ -128,3 +128,18 @@ def test_a_finished_run_frees_its_process_group_before_exit(tmp_path):
     res = subprocess.run(cmd, cwd=REPO, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (res.stdout + res.stderr).count("DistributedDataParallel models alive after main: 0") == 2, res.stderr
+
+
+def test_two_processes_compiled_learn_what_the_eager_ranks_learn(tmp_path):
+    """--compile under torchrun: the replica's model is compiled in pieces (DDP syncs between them), and the run
+    matches the eager one (no dropout: compiled code draws other random numbers; 128 images fill every batch, so
+    no partial batch is dropped)."""
+    args = [a for a in ARGS if a not in ("--dropout", "0.1")]
+    runs = {}
+    for name, extra in (("compiled", ["--compile"]), ("eager", [])):
+        res = torchrun(tmp_path, name, args + extra)
+        assert res.returncode == 0, res.stderr[-3000:]
+        runs[name] = RunDir(tmp_path / name).read_steps()
+    assert len(runs["compiled"]) == len(runs["eager"]) == 16
+    for a, b in zip(runs["compiled"], runs["eager"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
