@@ -88,7 +88,10 @@ class TrainStep:
         self.forward = model
         self._update = self._update_eager
         if compile:
-            self.forward = torch.compile(model, fullgraph=True, mode=compile_mode)
+            # DDP's forward logs and syncs buckets outside any graph: dynamo splits it at the bucket boundaries
+            # (its DDP optimizer), so a replica is compiled as several graphs, a single process as one
+            ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+            self.forward = torch.compile(model, fullgraph=not ddp, mode=compile_mode)
             # LAMB's update compiles with its changing numbers in tensors; torch's AdamW is already one fused kernel
             # on CUDA (and refuses a tensor rate in its foreach form); the GradScaler checks overflow on the host
             if isinstance(optimizer, Lamb) and amp.scaler is None:

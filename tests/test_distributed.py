@@ -150,3 +150,18 @@ def test_under_max_time_ranks_whose_clocks_differ_apply_the_same_rates(reference
     # the skewed clock did move the rate: from the first sync point on, it is not the step-only schedule's
     by_step = [s["lr"] for s in reference.read_steps()]
     assert r0["rates"][:2] == by_step[:2] and r0["rates"][2:] != by_step[2:]
+
+
+def test_two_processes_compiled_learn_what_the_eager_ranks_learn(tmp_path):
+    """--compile under torchrun: the replica's model is compiled in pieces (DDP syncs between them), and the run
+    matches the eager one (no dropout: compiled code draws other random numbers; 128 images fill every batch, so
+    no partial batch is dropped)."""
+    args = [a for a in ARGS if a not in ("--dropout", "0.1")]
+    runs = {}
+    for name, extra in (("compiled", ["--compile"]), ("eager", [])):
+        res = torchrun(tmp_path, name, args + extra)
+        assert res.returncode == 0, res.stderr[-3000:]
+        runs[name] = RunDir(tmp_path / name).read_steps()
+    assert len(runs["compiled"]) == len(runs["eager"]) == 16
+    for a, b in zip(runs["compiled"], runs["eager"]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
