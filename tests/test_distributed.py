@@ -132,7 +132,8 @@ def test_a_finished_run_frees_its_process_group_before_exit(tmp_path):
 
 def test_under_max_time_ranks_whose_clocks_differ_apply_the_same_rates(reference, tmp_path):
     """The rate under --max_time follows the training clock; the ranks agree on one at their sync points, so a
-    rank whose clock runs ahead (tests/skewed_clock_run.py) changes the rates of both ranks alike, never of its own."""
+    rank whose clock runs ahead (tests/skewed_clock_run.py) moves the rates of both ranks alike, and the replicas
+    stay identical."""
     out = tmp_path / "out"
     out.mkdir()
     argv = TINY_TRAIN + ["--logs_dir", str(tmp_path / "logs"), "--experiment_name", "skew", *ARGS, "--max_time", "600"]
