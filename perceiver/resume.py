@@ -131,7 +131,7 @@ def merge_flags(saved: dict, flags: Mapping[str, Any], explicit: set[str], *, al
         if name in allowed or name not in saved:
             merged[name] = new
         elif _norm(saved[name]) != _norm(new):
-            why = " (its kernels agree with the others to about the 8th digit only)" if name == "kernels" else ""
+            why = ": the two kernels agree to about the 8th digit only" if name == "kernels" else ""
             changed.append(f"--{name}: {saved[name]!r} -> {new!r}{why}")
     if changed:
         raise CheckpointError(f"checkpoint {checkpoint} was trained with different settings ({'; '.join(changed)}); "
