@@ -25,8 +25,9 @@ Continue an interrupted run, evaluate a finished one, train on several GPUs (or 
     torchrun --nproc_per_node 4 train.py --experiment_name ddp_run --dataset cifar10 ...
 
 Everything a run writes goes to ``<logs_dir>/<experiment_name>/`` (README: "The run directory"). Accuracies are
-fractions in [0, 1]. A bad flag exits with code 2 and one line naming it; a missing/corrupt file with code 1
-(``error: ...``); an interrupted run (Ctrl-C, SIGTERM) with 130/143 after saving a checkpoint to resume from.
+fractions in [0, 1]. A bad flag, or one that does not fit the run, checkpoint or data it names, exits with code 2
+and one line naming it; a missing/corrupt file with code 1 (``error: ...``); an interrupted run (Ctrl-C, SIGTERM)
+with 130/143 after saving a checkpoint to resume from.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ import sys
 
 from perceiver.cli import add_config_flags, dataset_defaults_text, ignored_flags, parse, parse_duration
 from perceiver.data import DATASET_DEFAULTS, add_data_args
-from perceiver.errors import OneLineParser, PerceiverError
+from perceiver.errors import OneLineParser, PerceiverError, UsageError
 from perceiver.optim import OPTIMIZERS
 from perceiver.presets import PRESETS
 from perceiver.presets import describe as describe_presets
@@ -54,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed of weights, data order, dropout and probes (default: %(default)s)")
     g.add_argument("--resume", default=None, metavar="RUN_OR_CHECKPOINT",
                    help="continue a run: its directory (uses checkpoints/last.pt) or a checkpoint file; "
-                        "other flags may be left out (default: %(default)s)")
+                        "other flags may be left out, --lr and --grad_clip changed (recorded in config.json). A "
+                        "checkpoint file outside any run starts a new run, never in one that exists "
+                        "(default: %(default)s)")
     g.add_argument("--overwrite", action="store_true",
                    help="start over in a run directory that already holds a run, deleting that run's files "
                         "(only inside that directory) (default: %(default)s)")
@@ -214,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             return score_checkpoint(settings, explicit=explicit)
         from perceiver.trainer import train
         return train(settings, explicit=explicit, argv=argv)
+    except UsageError as e:  # a flag refused once the run, checkpoint or data it names was read
+        build_parser().error(str(e))
     except PerceiverError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1

@@ -21,6 +21,7 @@ weights_only=True)`` (no arbitrary code runs when a file is opened)::
     rng_ranks      every rank's generator states (a distributed run resumes each rank's dropout stream)
     world_size     processes that trained it (a resume must use as many)
     finished       True once the run reached its end (last epoch or time budget)
+    data           the data fingerprint (`perceiver.components.data_fingerprint`); absent in older checkpoints
     torch_version  the PyTorch that wrote it
 
 `model_weights(state)` picks the weights to evaluate or deploy: the average when there is one. Files are written
@@ -48,7 +49,8 @@ REQUIRED_KEYS = ("format", "model_config", "model", "optimizer", "epoch", "globa
 
 def build_checkpoint(*, config, model, ema, optimizer, schedule, scaler, epoch: int, batch_in_epoch: int,
                      global_step: int, elapsed_s: float, best: dict, partial: dict | None, args: dict,
-                     rng: dict, rng_ranks: list[dict], world_size: int, finished: bool) -> dict:
+                     rng: dict, rng_ranks: list[dict], world_size: int, finished: bool,
+                     data: dict | None = None) -> dict:
     """The checkpoint dict (keys documented above) from the live training objects."""
     return {
         "format": CHECKPOINT_FORMAT, "model_config": config.to_dict(), "model": model.state_dict(),
@@ -56,7 +58,7 @@ def build_checkpoint(*, config, model, ema, optimizer, schedule, scaler, epoch: 
         "scheduler": dict(vars(schedule)), "scaler": scaler.state_dict() if scaler is not None else None,
         "epoch": epoch, "batch_in_epoch": batch_in_epoch, "global_step": global_step, "elapsed_s": elapsed_s,
         "best": dict(best), "partial": partial, "args": args, "rng": rng, "rng_ranks": rng_ranks,
-        "world_size": world_size, "finished": finished, "torch_version": str(torch.__version__),
+        "world_size": world_size, "finished": finished, "torch_version": str(torch.__version__), "data": data,
     }
 
 

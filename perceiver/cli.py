@@ -18,14 +18,13 @@ import json
 import math
 import os
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from .config import ConfigError, PerceiverConfig
 from .data import DATASET_DEFAULTS, PER_DATASET_FLAGS, POINT_CLOUD_DATASETS, DataSettings, per_dataset_values
 from .presets import preset_flags
-from .rundir import RunDir, location_problem
+from .rundir import RunDir, default_run_name, location_problem
 from .schedule import default_milestones
 
 
@@ -84,7 +83,7 @@ def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
     if args.lr_milestones is None:
         args.lr_milestones = default_milestones(args.epochs) if args.epochs > 0 else []
     if args.experiment_name is None:
-        args.experiment_name = f"{args.dataset}_{time.strftime('%Y%m%d-%H%M%S')}"
+        args.experiment_name = default_run_name(args.dataset)
     return args
 
 

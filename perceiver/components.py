@@ -7,6 +7,7 @@ pieces without training. The batches of a split come from a DataLoader, or from 
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import random
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from .data import DataBundle, DataSettings, build_dataset
 from .data.device import DeviceBatches, device_data_reason
 from .data.device import nbytes as device_nbytes
 from .distributed import DistInfo, EpochSampler, ShardSampler
-from .errors import DataError
+from .errors import DataError, UsageError
 from .model import Perceiver, PerceiverConfig
 from .probes import dataset_labels
 
@@ -52,7 +53,8 @@ def split_train_val(dataset, fraction: float, seed: int) -> tuple[Subset, Subset
         k = min(max(1, int(round(fraction * len(idx)))), len(idx) - 1) if len(idx) > 1 else 0
         val.extend(int(i) for i in idx[:k])
     if not val:
-        raise DataError(f"--val_split {fraction} leaves no validation samples: the training set is too small")
+        raise UsageError(f"--val_split {fraction} leaves no validation items: the training split has {len(labels)} "
+                         f"items, and at least 2 of one class are needed; raise --val_split or use more data")
     keep = np.setdiff1d(np.arange(len(labels)), val)
     return Subset(dataset, keep.tolist()), Subset(eval_view(dataset), sorted(val))
 
@@ -175,3 +177,86 @@ def dataset_facts(bundle: DataBundle, train, val, test) -> dict:
         "std": list(bundle.std) if bundle.std is not None else None,
         "train_size": len(train), "val_size": len(val) if val is not None else 0, "test_size": len(test),
     }
+
+
+# ------------------------------------------------------------------------------------------ the data's identity
+
+#: items of a split whose raw values enter its fingerprint (evenly spaced), besides every label
+FINGERPRINT_ITEMS = 64
+
+
+def _raw_rows(dataset, rows: np.ndarray):
+    """The stored values (uint8 images, float32 points) of ``rows`` of a dataset or Subset, or None."""
+    if isinstance(dataset, Subset):
+        return _raw_rows(dataset.dataset, np.asarray(dataset.indices)[rows])
+    for name in ("images", "points"):
+        if getattr(dataset, name, None) is not None:
+            return np.ascontiguousarray(getattr(dataset, name)[rows])
+    return None
+
+
+def split_fingerprint(dataset) -> dict:
+    """``{"items": n, "hash": ...}``: a hash of every label and of the stored values of up to
+    `FINGERPRINT_ITEMS` evenly spaced items (milliseconds for CIFAR-10's 50,000 images)."""
+    labels = dataset_labels(dataset)
+    h = hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    rows = np.unique(np.linspace(0, len(labels) - 1, min(len(labels), FINGERPRINT_ITEMS)).astype(np.int64))
+    raw = _raw_rows(dataset, rows) if len(labels) else None
+    if raw is not None:
+        h.update(raw.tobytes())
+    elif len(labels):  # a dataset without stored arrays: its items as served for evaluation
+        view = eval_view(dataset)
+        for i in rows:
+            h.update(np.asarray(view[int(i)][0], dtype=np.float32).tobytes())
+    return {"items": len(labels), "hash": h.hexdigest()[:16]}
+
+
+def data_fingerprint(bundle: DataBundle, train, val, test) -> dict:
+    """What a run was trained on: dataset, classes, token layout (pixel permutation, point count) and each split's
+    `split_fingerprint`; config.json and every checkpoint record it, and a resume must find the same."""
+    perm = bundle.permutation
+    return {
+        "dataset": bundle.name, "class_names": list(bundle.class_names), "num_tokens": bundle.num_tokens,
+        "permutation": hashlib.sha256(perm.numpy().astype(np.int64).tobytes()).hexdigest()[:16]
+        if perm is not None else None,
+        "train": split_fingerprint(train), "val": split_fingerprint(val) if val is not None else None,
+        "test": split_fingerprint(test),
+    }
+
+
+def fingerprint_differences(saved: dict, now: dict, splits=("train", "val", "test")) -> list[str]:
+    """What differs between two `data_fingerprint` records (the keys ``saved`` has), one phrase each."""
+    out = []
+    if saved.get("dataset") != now.get("dataset"):
+        out.append(f"dataset {now.get('dataset')} where the run has {saved.get('dataset')}")
+    if "class_names" in saved and saved["class_names"] != now.get("class_names"):
+        out.append(f"classes {now.get('class_names')} where the run has {saved['class_names']}")
+    if "num_tokens" in saved and saved["num_tokens"] != now.get("num_tokens"):
+        out.append(f"{now.get('num_tokens')} tokens per item where the run has {saved['num_tokens']}")
+    if "permutation" in saved and saved["permutation"] != now.get("permutation"):
+        out.append("another pixel permutation")
+    for split in splits:
+        a, b = saved.get(split), now.get(split)
+        if split not in saved or a == b:
+            continue
+        if a is None or b is None:
+            out.append(f"{'a' if b else 'no'} {split} split where the run has {'none' if b else 'one'}")
+        elif a["items"] != b["items"]:
+            out.append(f"{split} split of {b['items']} items where the run had {a['items']}")
+        else:
+            out.append(f"{split} split of the same size ({b['items']} items) with other labels or content")
+    return out
+
+
+def check_splits(train, test, *, world_size: int = 1) -> None:
+    """Refuse (`UsageError`, one line) a split too small to train or score on: every process needs a training item
+    (``train=None``: not training) and the test set at least one item."""
+    sizes = {"test": (len(test), 1)}
+    if train is not None:
+        sizes = {"training": (len(train), world_size), **sizes}
+    for split, (n, least) in sizes.items():
+        if n < least:
+            per = f" (one per process, {world_size} processes)" if split == "training" and world_size > 1 else ""
+            raise UsageError(f"the {split} split has {n} item{'s' if n != 1 else ''} and at least {least} "
+                             f"{'is' if least == 1 else 'are'} needed{per}: check --data_dir and the dataset's "
+                             f"{split} files")

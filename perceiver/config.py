@@ -121,12 +121,14 @@ class PerceiverConfig:
     # --- how the function is computed, not which function: never part of a checkpoint's identity
     kernels: str = option(
         "auto", "auto = exact speed-ups of perceiver/kernels.py; plain = the model as written in perceiver/model.py "
-                "(same results, slower)", choices=("auto", "plain"), group="runtime")
+                "(the same function, slower; the two agree to about the 8th digit, so a run resumes with its own)",
+        choices=("auto", "plain"), group="runtime")
     cross_kernel: str = "auto"           # with kernels="auto": pin "absorb" | "shared_kv" | "project"
     gelu_recompute: bool = True          # with kernels="auto": the MLP's backward recomputes GELU (less memory)
     activation_checkpointing: bool = option(False, "recompute activations in backward to save memory")
 
-    #: fields that change speed or memory but not the function: a run may resume with other values.
+    #: fields that change speed or memory but not the function (a checkpoint's model matches whatever they are; a
+    #: resumed run keeps its --kernels all the same, see perceiver.resume.RESUME_OVERRIDES).
     COMPUTE_FIELDS = ("kernels", "cross_kernel", "gelu_recompute", "activation_checkpointing")
     CROSS_KERNELS = ("auto", "absorb", "shared_kv", "project")
 

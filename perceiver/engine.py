@@ -5,8 +5,12 @@
     result = evaluate(model, loader, pos=pos, num_classes=10)                                        # EvalResult
 
 The learning rate is a function of the loop state and the training clock, ``lr(global_step, elapsed_s)``
-(`LearningRate`); only a ``--max_time`` budget reads the clock, and ``clock()`` is the one place the loop reads it,
-so every rank applies the same rate as long as every rank's clock gives the same value.
+(`LearningRate`); only a ``--max_time`` budget reads the clock. The clock it reads is one the ranks agree on: each
+rank's ``clock()`` is read only at the sync points, where the ranks take the largest reading (in the same
+all-reduce as the stop decision) and keep it in `LoopState.clock_s` until the next one. Between sync points the
+rate is therefore a function of the step alone, and every rank applies the same rate at every step, bit for bit,
+however far the ranks' clocks drift apart; the price is a rate that follows the clock in steps of ``sync_every``
+optimizer steps (and, after an epoch's evaluation, from the next sync point on).
 
 Accuracies are fractions in [0, 1]. Losses are means over samples (the training loss includes label smoothing and
 mixing, the evaluation loss never does). In a distributed run both are all-reduced over the ranks.
@@ -82,9 +86,10 @@ class LoopState:
     batch: int = 0            # batches of this epoch already trained
     global_step: int = 0      # optimizer steps done since the start of the run
     sums: EpochSums = field(default_factory=EpochSums)  # this epoch's totals before `batch` (all ranks together)
+    clock_s: float = 0.0      # training seconds, as the ranks agreed at the last sync point: what the rate reads
 
     def next_epoch(self) -> "LoopState":
-        return LoopState(epoch=self.epoch + 1, batch=0, global_step=self.global_step)
+        return LoopState(epoch=self.epoch + 1, batch=0, global_step=self.global_step, clock_s=self.clock_s)
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,8 @@ def train_one_epoch(step: TrainStep, loader, *, state: LoopState, lr: Callable[[
     result holds the state reached (``state`` itself is left as it was).
 
     ``loader`` yields this epoch's batches from ``state.batch`` on (the trainer's sampler skips the rest).
-    ``lr(global_step, clock())`` is the rate of the step about to be taken (`LearningRate`); ``wants_stop()`` (host
+    ``lr(global_step, clock_s)`` is the rate of the step about to be taken (`LearningRate`), with ``clock_s`` the
+    ranks' agreed reading of ``clock()`` at the last sync point (see the module docstring); ``wants_stop()`` (host
     only: signals, the budget) is asked after every step. Raises `NonFiniteLossError` at the sync point that finds
     a non-finite loss.
     """
@@ -204,12 +210,15 @@ def train_one_epoch(step: TrainStep, loader, *, state: LoopState, lr: Callable[[
     group_loss = torch.zeros((), dtype=torch.float32, device=device)
     pending: list[tuple] = []  # (global step, step in epoch, lr, loss tensor, grad-norm tensor) not yet synced
     n_local, start, rate = 0, time.perf_counter(), math.nan
+    clock_s = state.clock_s
     bar = progress_bar(total, initial=batch, desc=f"epoch {epoch} train", show=show_progress, info=info)
 
     def sync(local_stop: Stop) -> Stop:
-        """Read the device back: records, non-finite check, progress; the ranks' agreed stop decision."""
-        flags = torch.stack([first_bad, torch.tensor(float(local_stop), dtype=torch.float64, device=device)])
-        bad, stop = all_reduce(flags, info, op="max").tolist()
+        """Read the device back: records, non-finite check, progress; the ranks' agreed stop decision and clock."""
+        nonlocal clock_s
+        host = torch.tensor([float(local_stop), float(clock())], dtype=torch.float64, device=device)
+        flags = torch.cat([first_bad[None], host])
+        bad, stop, clock_s = all_reduce(flags, info, op="max").tolist()
         losses = torch.stack([p[3] for p in pending]).tolist() if pending else []
         norms = [p[4] for p in pending]
         norms = torch.stack(norms).tolist() if norms and norms[0] is not None else [None] * len(pending)
@@ -247,7 +256,7 @@ def train_one_epoch(step: TrainStep, loader, *, state: LoopState, lr: Callable[[
         if not last_in_group:
             continue
 
-        rate = lr(global_step, clock())
+        rate = lr(global_step, clock_s)
         grad_norm = step.update(rate)
         global_step += 1
         pending.append((global_step, global_step - epoch_start_step, rate, group_loss, grad_norm))
@@ -268,8 +277,8 @@ def train_one_epoch(step: TrainStep, loader, *, state: LoopState, lr: Callable[[
     sums = state.sums
     out = EpochSums(loss_sum=sums.loss_sum + grand[0], correct=sums.correct + grand[1], n=sums.n + int(grand[2]),
                     time_s=sums.time_s + elapsed)
-    return EpochResult(state=replace(state, batch=batch, global_step=global_step, sums=out), batches_total=total,
-                       stop=stop, lr=rate)
+    return EpochResult(state=replace(state, batch=batch, global_step=global_step, sums=out, clock_s=clock_s),
+                       batches_total=total, stop=stop, lr=rate)
 
 
 # ------------------------------------------------------------------------------------------------- evaluation

@@ -2,7 +2,8 @@
 
 Raise these for problems a user can fix (a missing or corrupt file, an incompatible checkpoint, a full disk); the
 scripts catch `PerceiverError`, print `error: <message>` to stderr and exit with code 1. Messages name the file and
-the fix.
+the fix. `UsageError` is the exception: a flag that is refused once the run, checkpoint or data it names has been
+read; train.py reports it like a bad flag (``train.py: error: ...``, exit code 2).
 """
 import argparse
 
@@ -21,6 +22,11 @@ class CheckpointError(PerceiverError):
 
 class RunDirError(PerceiverError):
     """A run directory is missing, incomplete, or would be overwritten."""
+
+
+class UsageError(PerceiverError):
+    """A flag that does not fit the run, checkpoint or data it names (known only once they are read): reported like
+    a bad flag, with exit code 2, before anything is written."""
 
 
 class InputError(PerceiverError, ValueError):

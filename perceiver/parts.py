@@ -53,6 +53,7 @@ class RunParts:
     probe_idx: object | None
     batches: int                      # batches per epoch
     steps_per_epoch: int
+    data: dict                        # the data's fingerprint (`components.data_fingerprint`)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -70,6 +71,7 @@ def build_parts(settings: Settings, info: DistInfo, log, *, options: Mapping[str
     barrier(info)  # rank 0 first: a download happens once
     if not info.is_main:
         bundle, train_set, val_set = comp.build_data(s.data, val_split=b.val_split)
+    comp.check_splits(train_set, bundle.test, world_size=info.world_size)
     config = comp.model_config(bundle, s.model if options is None else options, saved=saved_config)
     model = comp.build_model(config, info.device)
     optimizer = build_optimizer(model, name=o.optimizer, lr=o.lr, weight_decay=o.weight_decay)
@@ -116,4 +118,4 @@ def build_parts(settings: Settings, info: DistInfo, log, *, options: Mapping[str
         test_loader=comp.eval_loader(bundle.test, **loaders),
         val_loader=comp.eval_loader(val_set, **loaders) if val_set is not None else None,
         on_device=on_device, pos=pos, flip=flip, probe_idx=probe_idx, batches=batches,
-        steps_per_epoch=steps_per_epoch)
+        steps_per_epoch=steps_per_epoch, data=comp.data_fingerprint(bundle, train_set, val_set, bundle.test))

@@ -125,7 +125,7 @@ def config_json(settings, parts, info, argv: list[str]) -> dict:
 
     return {
         "args": dict(settings.flags), "model": parts.config.to_dict(), "num_parameters": parts.model.num_parameters(),
-        "dataset": dataset_facts(parts.bundle, parts.train_set, parts.val_set, parts.bundle.test),
+        "dataset": dataset_facts(parts.bundle, parts.train_set, parts.val_set, parts.bundle.test), "data": parts.data,
         "schedule": parts.schedule.describe(), "steps_per_epoch": parts.steps_per_epoch,
         "amp": parts.amp.describe(), "data_on_device": parts.on_device, "torch_version": torch.__version__,
         "python_version": sys.version.split()[0], "device": str(info.device), "world_size": info.world_size,

@@ -7,7 +7,10 @@ line and exits 1); a non-finite loss is one of them.
 Order of writes at the end of epoch ``e`` (rank 0): metrics.jsonl row -> per_class.jsonl -> attention file ->
 best.pt (if a new best) -> last.pt -> status.json. A crash anywhere leaves last.pt at ``e - 1`` or ``e``; resuming
 from ``e - 1`` first drops the rows a crashed run wrote after it (`RunDir.truncate_metrics`), then replays epoch
-``e`` exactly: data order, augmentation and dropout all come from saved or (seed, epoch)-derived generators.
+``e``: data order, augmentation and dropout all come from saved or (seed, epoch)-derived generators, so without
+``--max_time`` the replay is exact, bit for bit. Under ``--max_time`` the learning rate also follows the wall clock
+(the ranks' agreed one, see `perceiver.engine`), which runs differently the second time: the replay sees the same
+batches but rates that differ slightly, and the budget left decides where the run ends.
 best.pt follows the validation accuracy with ``--val_split``; without one no image is held out to choose on, and
 the run's model is its last epoch (last.pt; --eval_only reads it).
 """
@@ -23,9 +26,9 @@ from . import distributed
 from . import epoch, tracking
 from .engine import EpochResult, EpochSums, LoopState, NonFiniteLossError, Stop, StepRecord, train_one_epoch
 from .epoch import Best
-from .errors import PerceiverError
+from .errors import PerceiverError, RunDirError, UsageError
 from .parts import build_parts
-from .resume import RESUME_OVERRIDES, clear_run, invocation_options, locate, merge_flags, restore_training
+from .resume import clear_run, invocation_options, restore_training, start_resume
 from .rundir import RunDir, RunLock, launcher
 from .settings import Settings
 from .stopping import StopConditions
@@ -33,22 +36,20 @@ from .stopping import StopConditions
 
 def train(settings: Settings, *, explicit: set[str], argv: list[str]) -> int:
     """``explicit``: the flags typed (or given by --preset / --config), which a resumed run must agree with."""
-    resume, run, options = None, RunDir(settings.run.path), settings.model
+    resume, run, options, resumed = None, RunDir(settings.run.path), settings.model, None
     if settings.run.resume:
-        located, path = locate(settings.run.resume, eval_only=False)
-        state = ckpt.load_checkpoint(path)
-        settings = Settings.from_flags(merge_flags(state["args"], settings.flags, explicit, checkpoint=path,
-                                                   allowed=RESUME_OVERRIDES, model=state.get("model_config")))
+        resumed = start_resume(settings, explicit)  # the checkpoint's flags merged, the run directory chosen
+        settings, run, resume = resumed.settings, resumed.run, resumed.state
         options = invocation_options(settings.model, explicit)
-        run = located or run
-        if state.get("finished"):
-            print(f"{run.path} already finished ({state['epoch']} epochs); nothing to do. Start a new run to train "
+        if resume.get("finished"):
+            what = f"checkpoint {resume['path']}" if resumed.new_run else str(run.path)
+            print(f"{what} already finished ({resume['epoch']} epochs); nothing to do. Start a new run to train "
                   f"further.", flush=True)
             return 0
-        resume = {**state, "path": str(path)}
     info = distributed.setup(settings.runtime.device)
     log = tracking.setup_logging(None, main_process=info.is_main)
-    trainer = Trainer(settings, info=info, run=run, resume=resume, argv=argv, log=log, options=options)
+    trainer = Trainer(settings, info=info, run=run, resume=resume, argv=argv, log=log, options=options,
+                      new_run=resumed is None or resumed.new_run, changes=resumed.changes if resumed else [])
     try:
         code = trainer.fit()
         if code == 0:
@@ -65,8 +66,10 @@ def train(settings: Settings, *, explicit: set[str], argv: list[str]) -> int:
 
 class Trainer:
     def __init__(self, settings: Settings, *, info: distributed.DistInfo, run: RunDir, resume: dict | None,
-                 argv: list[str], log, options=None):
+                 argv: list[str], log, options=None, new_run: bool = True, changes: list[dict] = ()):
         self.settings, self.info, self.run, self.resume, self.argv, self.log = settings, info, run, resume, argv, log
+        self.new_run = new_run  # a new run directory: config.json is written (also when it starts from a checkpoint)
+        self.changes = list(changes)  # optimiser flags this resume changes, recorded in config.json
         self.options = settings.model if options is None else options  # the model options: see build_parts
         self.main = info.is_main
         self.stop = StopConditions(log, max_time=settings.optim.max_time)
@@ -82,6 +85,7 @@ class Trainer:
         self.parts = build_parts(self.settings, self.info, self.log, options=self.options,
                                  saved_config=self.resume["model_config"] if self.resume is not None else None)
         if self.resume is not None:
+            self._check_same_data()
             self._restore()
         comp.seed_everything(seed + 1000 * self.info.rank)  # rank 0 draws what a 1-process run draws
         if self.resume is not None:  # last: the generators continue exactly where the checkpoint left them
@@ -96,9 +100,7 @@ class Trainer:
             return self._loop()
         except NonFiniteLossError as e:
             self._status("failed", message=str(e))
-            raise PerceiverError(f"{e}: no checkpoint holds weights updated with it; {self.run.last_checkpoint} is "
-                                 f"the last good one. Lower --lr, set --grad_clip or drop --use_amp, then --resume "
-                                 f"{self.run.path}") from None
+            raise PerceiverError(self._non_finite_advice(e)) from None
         except KeyboardInterrupt:
             self._status("interrupted", message="second Ctrl-C: stopped at once, nothing saved")
             self.log.warning(f"stopped at once; resume from the last checkpoint: {self._resume_command()}")
@@ -106,6 +108,24 @@ class Trainer:
         except BaseException as e:
             self._status("failed", message=str(e) if isinstance(e, PerceiverError) else f"{type(e).__name__}: {e}")
             raise
+
+    def _check_same_data(self) -> None:
+        """A resumed run must see the data it was trained on (the fingerprint its checkpoint or config.json
+        recorded; runs saved before fingerprints were recorded are not checked)."""
+        saved = self.resume.get("data")
+        if saved is None and not self.new_run and self.run.config_path.is_file():
+            try:
+                saved = self.run.read_config().get("data")
+            except PerceiverError:
+                saved = None
+        if not isinstance(saved, dict):
+            return
+        diff = comp.fingerprint_differences(saved, self.parts.data)
+        if diff:
+            was = self.resume["args"].get("data_dir")
+            raise UsageError(f"--resume {self.resume['path']}: the data differs from the run's ({'; '.join(diff)}): "
+                             f"resume with the data it was trained on (--data_dir {was} when it started), or start a "
+                             f"new run on this data")
 
     def _restore(self) -> None:
         self.state, best, elapsed = restore_training(self.parts, self.resume, world_size=self.info.world_size,
@@ -124,12 +144,23 @@ class Trainer:
                 if removed:
                     print(f"--overwrite: removed {', '.join(removed)} from {run.path}", flush=True)
             run.create()
-            if self.resume is not None:
+            if self.resume is not None and not self.new_run:
                 run.truncate_metrics(self.state.epoch - 1, last_step=self.state.global_step)
         distributed.barrier(self.info)
         self.log = self.stop.log = tracking.setup_logging(run.log_path, main_process=self.main)
-        if self.main and self.resume is None:
-            run.write_config(tracking.config_json(self.settings, self.parts, self.info, self.argv))
+        if self.main and self.new_run:
+            config = tracking.config_json(self.settings, self.parts, self.info, self.argv)
+            if self.resume is not None:
+                config["started_from"] = self.resume["path"]
+            run.write_config(config)
+        if self.changes and self.main:
+            for c in self.changes:
+                self.log.warning(f"--{c['flag']} changed on resume: {c['old']} -> {c['new']} from epoch {c['epoch']} "
+                                 f"(recorded in {run.config_path.name})")
+            try:
+                run.record_resume_changes(self.changes)
+            except RunDirError as e:  # no config.json to add to: the log line above is the record
+                self.log.warning(f"could not record it: {e}")
         if self.main and self.settings.logging.use_tensorboard:
             self.tb = tracking.TensorBoard(run.tensorboard_dir, purge_step=self.state.epoch if self.resume else None)
         self.started = True
@@ -146,7 +177,7 @@ class Trainer:
             s = self.state
             p.sampler.set_epoch(s.epoch, skip=s.batch * st.batches.batch_size)
             comp.seed_loader(p.loader, st.run.seed * 100_003 + s.epoch)
-            # the budget's clock: this process's (see perceiver.engine on agreeing on one across ranks)
+            # the budget's clock: this process's, read at the sync points only, where the ranks agree on one
             result = train_one_epoch(p.step, p.loader, state=s, lr=p.lr, clock=self.stop.elapsed,
                                      wants_stop=self.stop.wants_stop, on_steps=self._write_steps,
                                      accum_steps=st.optim.gradient_accumulation_steps,
@@ -199,7 +230,7 @@ class Trainer:
             scaler=p.amp.scaler, epoch=epochs_done, batch_in_epoch=batch_in_epoch,
             global_step=self.state.global_step, elapsed_s=self.stop.elapsed(), best=self.best.to_dict(),
             partial=asdict(partial) if partial is not None else None, args=dict(self.settings.flags), rng=rng,
-            rng_ranks=rng_ranks, world_size=self.info.world_size, finished=finished)
+            rng_ranks=rng_ranks, world_size=self.info.world_size, finished=finished, data=p.data)
         if best:
             ckpt.save_checkpoint(self.run.best_checkpoint, state)
         ckpt.save_checkpoint(self.run.last_checkpoint, state)
@@ -241,6 +272,21 @@ class Trainer:
             except PerceiverError:
                 if state != "failed":  # "failed" is written while reporting an error: that error is the news
                     raise
+
+    def _non_finite_advice(self, e: NonFiniteLossError) -> str:
+        """The error of a non-finite loss, with advice that works: `--resume` accepts a changed ``--lr`` and
+        ``--grad_clip`` (`perceiver.resume.OPTIMISER_OVERRIDES`); before the first checkpoint, a new start."""
+        o = self.settings.optim
+        lower = f"--lr {o.lr / 4:g}"
+        clip = f"--grad_clip {o.grad_clip / 4:g}" if o.grad_clip else "--grad_clip 1"
+        if not self.run.last_checkpoint.is_file():
+            amp = ", or without --use_amp" if o.use_amp else ""
+            return (f"{e}: no checkpoint was saved yet (the first is written at the end of epoch 1); start again with "
+                    f"a lower rate or a tighter clip ({lower} or {clip}{amp}) and --overwrite")
+        amp = ("; if reduced precision overflows, only a new run without --use_amp helps" if o.use_amp else "")
+        return (f"{e}: no checkpoint holds weights updated with it; {self.run.last_checkpoint} is the last good one: "
+                f"resume it with a lower rate or a tighter clip, e.g. `{self._resume_command()} {lower}` (or {clip}; "
+                f"the change is recorded in config.json){amp}")
 
     def _resume_command(self) -> str:
         return f"{launcher(self.info.world_size)} train.py --resume {self.run.path}"

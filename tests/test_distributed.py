@@ -112,7 +112,7 @@ def test_a_signal_to_the_launcher_saves_and_resumes_exactly(reference, tmp_path,
 def test_resuming_with_another_number_of_processes_is_refused(tmp_path):
     stopped = torchrun(tmp_path, "half", ARGS, faults="kill_epoch:1")
     assert stopped.returncode != 0
-    res = run_train_in(tmp_path, ["--resume", str(tmp_path / "half")], tiny=False)
+    res = run_train_in(tmp_path, ["--resume", str(tmp_path / "half")], name="half", tiny=False)
     assert res.code == 1
     line = res.err.strip()
     assert "\n" not in line and "trained by 2 process(es) and this launch has 1" in line
@@ -128,6 +128,29 @@ def test_a_finished_run_frees_its_process_group_before_exit(tmp_path):
     res = subprocess.run(cmd, cwd=REPO, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (res.stdout + res.stderr).count("DistributedDataParallel models alive after main: 0") == 2, res.stderr
+
+
+def test_under_max_time_ranks_whose_clocks_differ_apply_the_same_rates(reference, tmp_path):
+    """The rate under --max_time follows the training clock; the ranks agree on one at their sync points, so a
+    rank whose clock runs ahead (tests/skewed_clock_run.py) moves the rates of both ranks alike, and the replicas
+    stay identical."""
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = TINY_TRAIN + ["--logs_dir", str(tmp_path / "logs"), "--experiment_name", "skew", *ARGS, "--max_time", "600"]
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(REPO / "tests" / "skewed_clock_run.py"), str(out), *argv], cwd=REPO,
+                       env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert len(r0["rates"]) == 16 and r0["rates"] == r1["rates"]
+    assert all(torch.equal(r0["model"][k], r1["model"][k]) for k in r0["model"])
+    run = RunDir(tmp_path / "logs" / "skew")
+    assert [s["lr"] for s in run.read_steps()] == r0["rates"]
+    saved = torch.load(run.last_checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(saved[k], r1["model"][k]) for k in saved)  # rank 0's copy is rank 1's too
+    # the skewed clock did move the rate: from the first sync point on, it is not the step-only schedule's
+    by_step = [s["lr"] for s in reference.read_steps()]
+    assert r0["rates"][:2] == by_step[:2] and r0["rates"][2:] != by_step[2:]
 
 
 def test_two_processes_compiled_learn_what_the_eager_ranks_learn(tmp_path):

@@ -158,19 +158,21 @@ def test_the_rate_of_each_step_is_a_function_of_the_steps_done_and_the_clock():
 
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    seen, ticks = [], iter(range(100))
+    seen, ticks = [], iter(range(10, 100))
 
     def rate(global_step, elapsed_s):
         seen.append((global_step, elapsed_s))
         return 0.01 * (global_step + 1)
-    state = LoopState(epoch=2, global_step=6)
+    state = LoopState(epoch=2, global_step=6, clock_s=5.0)
     res = train_one_epoch(TrainStep(model, opt, pos=None, amp=setup_amp(False, CPU)),
                           DataLoader(points_data(12), batch_size=4), state=state, lr=rate,
-                          clock=lambda: float(next(ticks)), show_progress=False)
-    assert seen == [(6, 0.0), (7, 1.0), (8, 2.0)]  # the steps done so far, and one clock reading per step
+                          clock=lambda: float(next(ticks)), sync_every=2, show_progress=False)
+    # the steps done so far, and the clock as read at the last sync point (after global step 8, then the end)
+    assert seen == [(6, 5.0), (7, 5.0), (8, 10.0)]
     assert res.lr == pytest.approx(0.09) and opt.param_groups[0]["lr"] == pytest.approx(0.09)
     assert (res.state.epoch, res.state.batch, res.state.global_step) == (2, 3, 9) and res.complete
-    assert res.state.next_epoch() == LoopState(epoch=3, batch=0, global_step=9)
+    assert res.state.clock_s == 11.0
+    assert res.state.next_epoch() == LoopState(epoch=3, batch=0, global_step=9, clock_s=11.0)
 
 
 def test_epoch_sampler_order_depends_on_seed_and_epoch_only_and_skips():

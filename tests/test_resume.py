@@ -98,7 +98,7 @@ def test_resume_drops_rows_written_after_the_checkpoint(reference, tmp_path):
 
 def test_resume_of_a_finished_run_does_nothing(reference, tmp_path):
     before = {p.name: p.stat().st_mtime_ns for p in reference.rglob("*") if p.is_file()}
-    res = run_train_in(tmp_path, ["--resume", str(reference)], tiny=False)
+    res = run_train_in(reference.parent, ["--resume", str(reference)], name=reference.name, tiny=False)
     assert res.code == 0 and "already finished" in res.out
     assert before == {p.name: p.stat().st_mtime_ns for p in reference.rglob("*") if p.is_file()}
 

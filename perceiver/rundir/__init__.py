@@ -7,7 +7,8 @@ visualizers stay light. `files.py`: atomic writes, JSON and JSON-lines; `metrics
 
 Layout::
 
-    config.json              resolved arguments, model config, parameter count, dataset facts, versions, device
+    config.json              resolved arguments, model config, parameter count, dataset facts and fingerprint
+                             ("data"), versions, device; "changed_on_resume": flags a resume changed
     metrics.jsonl            one JSON object per finished epoch (appended and flushed)
     steps.jsonl              --save_metrics: one object per optimizer step {epoch, step, loss, lr}
     per_class.jsonl          --save_metrics: per epoch {epoch, split, per_class_acc, confusion}
@@ -38,10 +39,15 @@ from typing import Any, Callable
 from ..errors import DamagedFileError, RunDirError, WriteError
 from .attention import ATTENTION_PATTERN, AttentionSnapshot, load_attention, save_attention
 from .files import append_jsonl, atomic_write, atomic_write_json, jsonl_line, read_json, read_jsonl, write_error
-from .lock import LOCK_NAME, RunLock, read_lock
+from .lock import LOCK_NAME, RunLock, read_lock, running_holder
 from .metrics import SERIES_FIELDS, TIMING_FIELDS, EpochRow
 
 STATES = ("running", "finished", "failed", "interrupted")
+
+
+def default_run_name(dataset: str) -> str:
+    """The run folder's name when --experiment_name is not given: ``<dataset>_<date>-<time>``."""
+    return f"{dataset}_{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def launcher(world_size: int | None = None) -> str:
@@ -119,6 +125,13 @@ class RunDir:
     def write_config(self, config: dict) -> None:
         with self.writing():
             atomic_write_json(self.config_path, config)
+
+    def record_resume_changes(self, changes: list[dict]) -> None:
+        """Add to config.json's "changed_on_resume" list the flags a resume changed, ``{epoch, flag, old, new}``
+        (its "args" stay the flags the run started with)."""
+        config = self.read_config()
+        config["changed_on_resume"] = list(config.get("changed_on_resume") or []) + list(changes)
+        self.write_config(config)
 
     def append_metrics(self, row: EpochRow) -> None:
         with self.writing():
@@ -286,5 +299,5 @@ def find_runs(path: str | os.PathLike) -> list[RunDir]:
 
 __all__ = ["ATTENTION_PATTERN", "LOCK_NAME", "STATES", "SERIES_FIELDS", "TIMING_FIELDS", "AttentionSnapshot",
            "EpochRow", "RunDir", "RunLock", "append_jsonl", "atomic_write", "atomic_write_json", "find_runs",
-           "jsonl_line", "load_attention", "location_problem", "read_json", "read_jsonl", "read_lock",
-           "save_attention", "write_error"]
+           "default_run_name", "jsonl_line", "load_attention", "location_problem", "read_json", "read_jsonl",
+           "read_lock", "running_holder", "save_attention", "write_error"]

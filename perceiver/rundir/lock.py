@@ -260,3 +260,14 @@ def read_lock(run_dir: str | os.PathLike) -> dict | None:
         return _parse((Path(run_dir) / LOCK_NAME).read_text(errors="replace"))
     except OSError:
         return None
+
+
+def running_holder(run_dir: str | os.PathLike) -> dict | None:
+    """The holder of ``run_dir``'s lock when it may still be running: a live process on this host, or any process
+    on another host (whose liveness cannot be judged from here); None when there is no lock or its process died."""
+    holder = read_lock(run_dir)
+    if holder is None:
+        return None
+    if holder["host"] != socket.gethostname():
+        return holder
+    return holder if _alive(holder) else None
