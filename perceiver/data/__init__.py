@@ -114,6 +114,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--modelnet40_classes", nargs="+", default=None, metavar="NAME",
                    help="ModelNet40: train and test on these classes only (names from shape_names.txt), "
                         "relabelled 0..k-1 in the order given (default: %(default)s = all 40)")
+    g.add_argument("--train_size", type=int, default=None, metavar="N",
+                   help="train on a stratified, seeded part of N samples of the training split (what --val_split "
+                        "leaves of it); for one --seed a smaller part lies inside a larger one "
+                        "(default: %(default)s = all of it)")
     g.add_argument("--shapes_train_size", type=int, default=3000,
                    help="shapes2d/shapes3d: number of training samples (default: %(default)s)")
     g.add_argument("--shapes_test_size", type=int, default=1000,
@@ -145,6 +149,8 @@ def validate_data_args(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error(f"--randaugment_ops must be >= 1, got {args.randaugment_ops}")
     if args.randaugment_magnitude is not None and not 0 <= args.randaugment_magnitude <= 30:
         parser.error(f"--randaugment_magnitude must be in 0..30, got {args.randaugment_magnitude}")
+    if args.train_size is not None and args.train_size < 1:
+        parser.error(f"--train_size is a number of training samples and must be >= 1, got {args.train_size}")
     if args.modelnet40_jitter < 0:
         parser.error(f"--modelnet40_jitter is a standard deviation and must be >= 0, got {args.modelnet40_jitter}")
     uses_modelnet_aug = args.modelnet40_rotate or args.modelnet40_jitter > 0
