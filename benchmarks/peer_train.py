@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.variants import theirs_kwargs, their_version  # noqa: E402
 from perceiver import components as comp  # noqa: E402
+from perceiver.data import DataSettings  # noqa: E402
 from perceiver.distributed import DistInfo  # noqa: E402
 from perceiver.engine import evaluate  # noqa: E402
 from perceiver.optim import build_optimizer  # noqa: E402
@@ -92,7 +93,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.max_time <= 0 or args.epochs < 1:
         p.error("--max_time and --epochs must be positive")
-    args.no_augment, args.auto_augment, args.permute_pixels, args.device_data = False, "none", False, "off"
     return args
 
 
@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     comp.seed_everything(args.seed)
     info = DistInfo(device=torch.device("cpu"))
-    bundle, train_set, val_set = comp.build_data(args)
+    data = DataSettings.from_flags(vars(args))
+    bundle, train_set, val_set = comp.build_data(data, val_split=args.val_split)
     h, w, c = bundle.image_shape
     kwargs = theirs_kwargs({"kind": "image", "model": {
         "in_channels": c, "num_classes": bundle.num_classes, "pos_dim": 2, "fourier_bands": args.fourier_bands,
@@ -120,12 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     amp = setup_amp(False, info.device)
     step = TrainStep(model, optimizer, pos=None, amp=amp, grad_clip=args.grad_clip,
                      label_smoothing=args.label_smoothing)
-    loader, sampler = comp.train_loader(train_set, args, info, on_device=False)
-    batches = comp.batches_per_epoch(sampler, args)
+    loaders = dict(batch_size=args.batch_size, num_workers=args.num_workers, seed=args.seed, info=info)
+    loader, sampler = comp.train_loader(train_set, on_device=False, **loaders)
+    batches = comp.batches_per_epoch(sampler, batch_size=args.batch_size, limit=args.limit_train_batches)
     schedule = LRSchedule("cosine", base_lr=args.lr, epochs=args.epochs, steps_per_epoch=batches,
                           warmup_epochs=args.warmup_epochs)
-    test_loader = comp.eval_loader(bundle.test, args, info)
-    val_loader = comp.eval_loader(val_set, args, info) if val_set is not None else None
+    test_loader = comp.eval_loader(bundle.test, **loaders)
+    val_loader = comp.eval_loader(val_set, **loaders) if val_set is not None else None
     print(f"perceiver-pytorch {their_version()}: {params:,} parameters; {len(train_set)} training images, "
           f"{batches} batches per epoch; {schedule.describe()}; budget {args.max_time:g} s", flush=True)
 

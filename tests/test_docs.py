@@ -1,5 +1,5 @@
-"""The documentation matches the code: every module named, every cited docs/ path present, the README's
-per-dataset defaults equal to the one table train.py resolves them from."""
+"""The documentation matches the code: every module named, every cited docs/ path and every repository path of the
+README and docs/ present, the README's per-dataset defaults equal to the one table train.py resolves them from."""
 import re
 
 import pytest
@@ -45,3 +45,21 @@ def test_train_help_states_the_table_defaults(flag):
     text = train.build_parser().format_help()
     for name, d in DATASET_DEFAULTS.items():
         assert f"{name} {d[flag]}" in " ".join(text.split())
+
+
+#: the folders of the repository whose files the documentation names
+REPO_DIRS = ("perceiver", "benchmarks", "tests", "docs", ".ci")
+
+
+def test_every_repository_path_the_docs_name_exists():
+    """README.md and docs/*.md name only files and folders that exist, except the files they show a command writing
+    (``--json PATH``, ``JSON=PATH``); run directories (logs/) and data folders are a user's, not the repository's."""
+    missing = []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        written = set(re.findall(r"(?:--json\s+|JSON=)([\w./-]+)", text))
+        for path in re.findall(rf"(?<![\w./-])((?:{'|'.join(re.escape(d) for d in REPO_DIRS)})/[\w./-]*)", text):
+            path = path.rstrip(".")
+            if path not in written and not (REPO / path).exists():
+                missing.append(f"{doc.relative_to(REPO)}: {path}")
+    assert not missing, f"named but absent: {sorted(set(missing))}"
