@@ -1,5 +1,4 @@
 """--train_size: a stratified, seeded part of the training split, nested across sizes, after --val_split."""
-import argparse
 import json
 from collections import Counter
 
@@ -8,7 +7,8 @@ import pytest
 
 from torch.utils.data import Subset
 
-from perceiver.components import build_data
+from perceiver.components import build_data as build_split
+from perceiver.data import DataSettings
 from perceiver.data.subset import stratified_subset
 from perceiver.errors import DataError
 from perceiver.probes import dataset_labels
@@ -29,23 +29,22 @@ def test_each_class_keeps_its_share_and_smaller_parts_lie_inside_larger_ones():
         stratified_subset(labels, 101, seed=0)
 
 
-def _args(**flags):
-    base = dict(dataset="shapes2d", shapes_train_size=200, shapes_test_size=20, seed=1, val_split=0.0,
-                train_size=None)
-    return argparse.Namespace(**{**base, **flags})
+def build_data(val_split=0.0, **flags):
+    base = dict(dataset="shapes2d", shapes_train_size=200, shapes_test_size=20, seed=1)
+    return build_split(DataSettings.from_flags({**base, **flags}), val_split=val_split)
 
 
 def test_the_part_is_taken_after_the_validation_split():
-    _, full_train, val = build_data(_args(val_split=0.1))
-    _, part, val_again = build_data(_args(val_split=0.1, train_size=60))
+    _, full_train, val = build_data(val_split=0.1)
+    _, part, val_again = build_data(val_split=0.1, train_size=60)
     assert val_again.indices == val.indices  # the same validation images whatever the part's size
     assert len(part) == 60 and set(part.indices) <= set(full_train.indices)
     assert not isinstance(part.dataset, Subset)  # one flat Subset (the device data path reads its indices)
     assert sorted(Counter(dataset_labels(part).tolist()).values()) == [6] * 10
-    _, whole, _ = build_data(_args(train_size=200))
+    _, whole, _ = build_data(train_size=200)
     assert len(whole) == 200
     with pytest.raises(DataError, match="--train_size 181 is more than the 180 training samples"):
-        build_data(_args(val_split=0.1, train_size=181))
+        build_data(val_split=0.1, train_size=181)
 
 
 def test_train_py_trains_on_the_part(run_train):
