@@ -10,4 +10,8 @@ scaling.py  the ``scaling`` section: one training step at growing N, Perceiver v
 capture.py  the ``capture`` section: the cost of saving attention maps once per epoch
 report.py   goals and the tables, one formatting for the console and markdown
 run_lock.py on its own: what the run lock costs against an epoch of the 10-minute CIFAR-10 model
+
+Learning-quality scripts (each runs training, not the benchmark):
+data_scaling.py  train.py at one budget on parts of the training split (sizes x seeds): plot and tables
+peer_train.py    perceiver-pytorch trained through train.py's data path, step, schedule and evaluation
 """

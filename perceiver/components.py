@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from .data import DataBundle, DataSettings, build_dataset
 from .data.device import DeviceBatches, device_data_reason
 from .data.device import nbytes as device_nbytes
+from .data.subset import stratified_subset
 from .distributed import DistInfo, EpochSampler, ShardSampler
 from .errors import DataError, UsageError
 from .model import Perceiver, PerceiverConfig
@@ -59,13 +60,29 @@ def split_train_val(dataset, fraction: float, seed: int) -> tuple[Subset, Subset
     return Subset(dataset, keep.tolist()), Subset(eval_view(dataset), sorted(val))
 
 
+def take_train_size(dataset, size: int, seed: int) -> Subset:
+    """``--train_size``: a stratified, seeded part of ``dataset`` (`perceiver.data.subset`), as one flat Subset of
+    the underlying dataset (the device data path reads a Subset's indices)."""
+    labels = dataset_labels(dataset)
+    if size > len(labels):
+        raise DataError(f"--train_size {size} is more than the {len(labels)} training samples there are (after "
+                        f"--val_split); use at most {len(labels)}")
+    keep = stratified_subset(labels, size, seed=seed)
+    if isinstance(dataset, Subset):
+        return Subset(dataset.dataset, [dataset.indices[i] for i in keep])
+    return Subset(dataset, keep.tolist())
+
+
 def build_data(data: DataSettings, *, val_split: float = 0.0) -> tuple[DataBundle, object, object | None]:
-    """(bundle, training set, validation set or None); the validation split is drawn with ``data.seed``."""
+    """(bundle, training set, validation set or None): the validation split first (drawn with ``data.seed``), then
+    ``--train_size`` of the rest, so that runs on parts of different sizes are validated on the same images."""
     bundle = build_dataset(data)
+    train, val = bundle.train, None
     if val_split > 0:
         train, val = split_train_val(bundle.train, val_split, data.seed)
-        return bundle, train, val
-    return bundle, bundle.train, None
+    if data.train_size:
+        train = take_train_size(train, data.train_size, data.seed)
+    return bundle, train, val
 
 
 def use_device_data(mode: str, datasets: list, info: DistInfo, log=None) -> bool:

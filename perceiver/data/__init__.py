@@ -107,6 +107,7 @@ class DataSettings:
     shapes_train_size: int
     shapes_test_size: int
     shapes_num_points: int
+    train_size: int | None = None  # not read by build_dataset: the part of the training split a run trains on
     seed: int = 0
 
     @classmethod
@@ -144,6 +145,8 @@ class DataSettings:
             raise ValueError(f"--randaugment_ops must be >= 1, got {self.randaugment_ops}")
         if self.randaugment_magnitude is not None and not 0 <= self.randaugment_magnitude <= 30:
             raise ValueError(f"--randaugment_magnitude must be in 0..30, got {self.randaugment_magnitude}")
+        if self.train_size is not None and self.train_size < 1:
+            raise ValueError(f"--train_size is a number of training samples and must be >= 1, got {self.train_size}")
         if self.modelnet40_jitter < 0:
             raise ValueError(f"--modelnet40_jitter is a standard deviation and must be >= 0, got "
                              f"{self.modelnet40_jitter}")
@@ -211,6 +214,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--modelnet40_classes", nargs="+", default=None, metavar="NAME",
                    help="ModelNet40: train and test on these classes only (names from shape_names.txt), "
                         "relabelled 0..k-1 in the order given (default: %(default)s = all 40)")
+    g.add_argument("--train_size", type=int, default=None, metavar="N",
+                   help="train on a stratified, seeded part of N samples of the training split (what --val_split "
+                        "leaves of it); for one --seed a smaller part lies inside a larger one "
+                        "(default: %(default)s = all of it)")
     g.add_argument("--shapes_train_size", type=int, default=3000,
                    help="shapes2d/shapes3d: number of training samples (default: %(default)s)")
     g.add_argument("--shapes_test_size", type=int, default=1000,
