@@ -24,7 +24,7 @@ Continue an interrupted run, evaluate a finished one, train on several GPUs (or 
     python train.py --eval_only --resume logs/perceiver_cifar10_fourier --data_dir ./data
     torchrun --nproc_per_node 4 train.py --experiment_name ddp_run --dataset cifar10 ...
 
-Everything a run writes goes to ``<logs_dir>/<experiment_name>/`` (README: "The run directory"). Accuracies are
+Everything a run writes goes to ``<logs_dir>/<experiment_name>/`` (docs/TRAINING.md: "The run directory"). Accuracies are
 fractions in [0, 1]. A bad flag exits with code 2 and one line naming it; a missing/corrupt file with code 1
 (``error: ...``); an interrupted run (Ctrl-C, SIGTERM) with 130/143 after saving a checkpoint to resume from.
 """

@@ -14,7 +14,7 @@ default) the cross-attention and MLP blocks are replaced by subclasses from `per
 the same function with fewer operations and less memory (same parameters, same state dict; equality tests in
 tests/test_kernels.py). ``kernels = "plain"`` runs exactly what is written here.
 
-Paper choices and where this departs from them (README, "Where this repository departs"):
+Paper choices and where this departs from them (docs/MODEL.md):
 - Pre-LayerNorm residual blocks with a GELU MLP. The cross-attention projects each input token, the channels and
   the positional features concatenated, to keys and values; ``input_norm`` adds the paper's LayerNorm over that
   whole token (App. C); ``cross_dim`` sets the width of the cross-attention's queries, keys and values

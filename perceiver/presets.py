@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-#: name -> (one-line description, flags). Values as in the specification's commands (README: "Training").
+#: name -> (one-line description, flags). Values as in the specification's commands (docs/TRAINING.md).
 PRESETS: dict[str, tuple[str, dict]] = {
     "exp1": ("Experiment 1: CIFAR-10, Fourier features", {
         "experiment_name": "perceiver_cifar10_fourier", "dataset": "cifar10",
