@@ -9,4 +9,5 @@ speed.py    the ``speed`` section: every variant of a config timed together, rat
 scaling.py  the ``scaling`` section: one training step at growing N, Perceiver vs a transformer encoder
 capture.py  the ``capture`` section: the cost of saving attention maps once per epoch
 report.py   goals and the tables, one formatting for the console and markdown
+run_lock.py on its own: what the run lock costs against an epoch of the 10-minute CIFAR-10 model
 """

@@ -1,39 +1,45 @@
 #!/usr/bin/env python
-"""The GPU check: the specification's Experiment 1 on one GPU, end to end and against perceiver-pytorch.
+"""The GPU check: the specification's Experiment 1 on one GPU, end to end and against its peers.
 
     python benchmarks/gpu_check.py --data_dir ./data --json benchmarks/results/gpu.json      # one GPU, < 8 min
     python benchmarks/gpu_check.py --device cpu --smoke --json /tmp/gpu_smoke.json           # every section, tiny
+    python benchmarks/gpu_check.py --sections peer --json /tmp/peer.json                     # one section alone
 
-On a lent GPU machine (the working tree travels; data and the peer's wheel must be carried in ignored folders):
+On a lent GPU machine, `benchmarks/gpu_run.sh` runs it (docs/PERFORMANCE.md, "On a GPU", says what travels).
 
-    mkdir -p data && cp -r ../shared/data/cifar-10-batches-py data/         # the 5000-image sample
-    python3 -m pip download --no-deps --only-binary=:all: -d .whl perceiver-pytorch==0.11.0
-    # there, with carry ["data", ".whl"]:
-    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-    python benchmarks/gpu_check.py --data_dir data --json benchmarks/results/gpu.json
-
-Sections, each timed against the ``--budget_s`` left (a section that would not fit is marked skipped):
+Sections, in the order given (default: all, in this order):
 
 - ``trainpy``: ``train.py --preset exp1 --device cuda --use_amp --compile`` (device-resident data chosen
-  automatically) for ``--epochs`` epochs on the CIFAR-10 in ``--data_dir``: training samples/s of the steady-state
-  epochs (epoch 1 holds the compilation; ``compile_s`` is its extra time) and the final test accuracy.
-- ``plain``: the same run on the plain path (float32, eager, DataLoader, ``--device_data off``), same seed and
-  epochs: ``fast_vs_plain_acc_diff`` = |fast - plain| test accuracy (the speed must not cost learning).
-- ``mfu``: Exp1's model alone at growing batches (bf16 autocast, compiled, LAMB): model FLOPs per second
+  automatically) for ``--epochs`` epochs on the CIFAR-10 in ``--data_dir``, seed 0: training samples/s of the
+  steady-state epochs (epoch 1 holds the compilation; ``compile_s`` is its extra time), the final test accuracy,
+  and the recompilations and graph breaks torch logged (``TORCH_LOGS=recompiles,graph_breaks``).
+- ``plain``: the same run on the plain path (float32, eager, DataLoader, ``--device_data off``), same seed.
+- ``peer``: training steps at Exp1's sizes, batch 64, bf16, each model at its fastest of eager and compiled, timed
+  alternately in this process: ours, ours with the cross-attention's keys/values materialised
+  (``absorb_vs_project_speed``), lucidrains' perceiver-pytorch when installed, Hugging Face's
+  ``PerceiverForImageClassificationFourier`` (eager) when ``transformers`` is importable.
+- ``mfu``: Exp1's model alone at batches 512 and 2048 (bf16 autocast, compiled, LAMB): model FLOPs per second
   (`torch.utils.flop_counter` on the eager model) / the bf16 matmul rate measured in the same run; the best batch.
-- ``cudagraphs``: the ``trainpy`` run again with ``--compile_mode reduce-overhead`` (CUDA-graph replay); the
+- ``cudagraphs``: the ``trainpy`` run with ``--compile_mode reduce-overhead`` (CUDA-graph replay on a GPU); the
   faster of the two is ``exp1_b64_trainpy_samples_per_s``.
-- ``peer``: ours vs lucidrains' perceiver-pytorch (``pip install perceiver-pytorch``; and Hugging Face's
-  ``PerceiverForImageClassificationFourier`` when ``transformers`` is importable), training steps in bf16 at batch
-  64, each model at its fastest of eager and compiled, timed alternately in this process; and ours with the
-  cross-attention's keys/values materialised (``absorb_vs_project_speed``: which evaluation to prefer on a GPU).
+- ``seeds``: the ``trainpy`` and ``plain`` runs again with seed 1, so that the accuracy comparison rests on two
+  seeds of each path.
 
-The JSON holds every figure, the goals of issue 11 and whether each is met.
+``fast_vs_plain_acc_diff`` = |mean fast - mean plain| test accuracy over the seeds run. Its standard error is the
+binomial one of the two means on the test set (``fast_vs_plain_acc["se"]``); the goal is met when the difference
+plus two standard errors is within it, missed when the difference less two standard errors exceeds it, and
+otherwise undecided: the test set cannot tell.
+
+Time: before a section starts, its time is estimated (`PLAN_S`, then from the sections already measured: a run of
+train.py costs what the last one of its kind did) and the section is skipped, with the reason recorded, when the
+estimate exceeds what is left of ``--budget_s``; a train.py run is also stopped when the budget runs out. The JSON
+is written after every section, so a killed check keeps the sections it finished.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -53,28 +59,55 @@ from benchmarks.timing import count_flops, timed_rounds  # noqa: E402
 from benchmarks.variants import build_variant, fwd_bwd_fn, have_theirs, make_optimizer, train_step_fn  # noqa: E402
 from perceiver.rundir import RunDir  # noqa: E402
 
+#: the GPU targets, measured by this script on one H200
 GOALS = {"exp1_b64_trainpy_samples_per_s": (">=", 8000), "exp1_large_batch_mfu": (">=", 0.40),
          "exp1_vs_peer_train_speed": (">=", 3.0), "fast_vs_plain_acc_diff": ("<=", 0.02)}
+SECTIONS = ("trainpy", "plain", "peer", "mfu", "cudagraphs", "seeds")
 
-#: --smoke: the same sections on a model and data small enough for a CPU in a minute
+#: planning figures of each section's seconds before anything is measured: (one GPU, --smoke on a 2-core CPU)
+PLAN_S = {"trainpy": (150, 150), "plain": (90, 30), "peer": (180, 120), "mfu": (150, 90), "cudagraphs": (150, 150),
+          "seeds": (240, 180)}
+
+#: --smoke: the same sections on a model and data small enough for a CPU
 SMOKE_TRAIN = ["--dataset", "shapes2d", "--shapes_train_size", "64", "--shapes_test_size", "32", "--num_latents", "8",
                "--latent_dim", "32", "--num_cross_attend_stages", "2", "--num_transformer_blocks", "1",
                "--num_heads", "2", "--fourier_bands", "4", "--batch_size", "16", "--num_workers", "0"]
 SMOKE_MODEL = CONFIGS["tiny"]
+Z = 2.0  # standard errors on each side of the accuracy difference
 
 
 def log(msg: str) -> None:
     print(f"[gpu_check {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run_trainpy(name: str, extra: list[str], args, logs: Path) -> dict:
-    """One train.py run in a fresh process; its per-epoch figures from metrics.jsonl."""
+class Budget:
+    def __init__(self, seconds: float):
+        self.seconds, self.start = seconds, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        return self.seconds - self.elapsed()
+
+
+# ------------------------------------------------------------------------------------------------- train.py
+
+
+def run_trainpy(name: str, extra: list[str], args, logs: Path, budget: Budget, *, seed: int = 0) -> dict:
+    """One train.py run in a fresh process; its per-epoch figures from metrics.jsonl, and what torch logged about
+    recompiling. Stopped (an error) when the budget runs out."""
     cmd = [sys.executable, str(ROOT / "train.py"), "--preset", "exp1", "--data_dir", args.data_dir, "--logs_dir",
-           str(logs), "--experiment_name", name, "--epochs", str(args.epochs), "--seed", "0", "--no_progress",
+           str(logs), "--experiment_name", name, "--epochs", str(args.epochs), "--seed", str(seed), "--no_progress",
            "--device", args.device, *(SMOKE_TRAIN if args.smoke else []), *extra]
     log(" ".join(cmd[1:]))
+    env = {**os.environ, "TORCH_LOGS": "recompiles,graph_breaks"}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env,
+                              timeout=max(1.0, budget.left()))
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"train.py {name} stopped after {time.perf_counter() - t0:.0f}s: the budget ran out")
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"train.py {name} failed ({proc.returncode}): {proc.stderr.strip()[-1500:]}")
@@ -82,51 +115,98 @@ def run_trainpy(name: str, extra: list[str], args, logs: Path) -> dict:
     rates = [r["samples_per_s"] for r in rows]
     steady = sorted(rates[1:])[len(rates[1:]) // 2] if len(rates) > 1 else rates[0]  # median without epoch 1
     first = rows[0]
-    return {"epochs": len(rows), "samples_per_s_per_epoch": rates, "steady_samples_per_s": steady,
+    recompiles = [line for line in proc.stderr.splitlines() if "Recompiling function" in line]
+    breaks = [line for line in proc.stderr.splitlines() if "Graph break" in line]
+    return {"seed": seed, "epochs": len(rows), "samples_per_s_per_epoch": rates, "steady_samples_per_s": steady,
             "compile_s": max(0.0, first["train_time_s"] - first["train_samples"] / steady),
-            "test_acc": rows[-1]["test_acc"], "wall_s": wall,
+            "test_acc": rows[-1]["test_acc"], "test_samples": rows[-1]["test_samples"], "wall_s": wall,
+            "recompiles": len(recompiles), "graph_breaks": len(breaks), "compile_log": (recompiles + breaks)[:20],
             "data_on_device": RunDir(logs / name).read_config().get("data_on_device")}
 
 
-def section_trainpy(args, logs: Path, out: dict) -> None:
-    fast_flags = ["--use_amp"] + ([] if args.no_compile else ["--compile"])
-    fast = run_trainpy("fast", fast_flags, args, logs)
+def fast_flags(args) -> list[str]:
+    return ["--use_amp"] + ([] if args.no_compile else ["--compile"])
+
+
+PLAIN_FLAGS = ["--device_data", "off"]
+
+
+def section_trainpy(args, logs: Path, out: dict, budget: Budget) -> None:
+    fast = run_trainpy("fast", fast_flags(args), args, logs, budget)
     out["trainpy_fast"] = fast
     out["exp1_b64_trainpy_samples_per_s"] = fast["steady_samples_per_s"]
+    out["exp1_b64_trainpy_mode"] = "default"
     out["compile_s"] = fast["compile_s"]
+    compare_accuracy(out)
     log(f"train.py fast path: {fast['steady_samples_per_s']:.0f} samples/s steady, compile {fast['compile_s']:.1f}s, "
-        f"test acc {fast['test_acc']:.4f}")
+        f"test acc {fast['test_acc']:.4f}, {fast['recompiles']} recompilations, {fast['graph_breaks']} graph breaks")
 
 
-def section_cudagraphs(args, logs: Path, out: dict) -> None:
+def section_plain(args, logs: Path, out: dict, budget: Budget) -> None:
+    plain = run_trainpy("plain", PLAIN_FLAGS, args, logs, budget)
+    out["trainpy_plain"] = plain
+    compare_accuracy(out)
+    log(f"train.py plain path: {plain['steady_samples_per_s']:.0f} samples/s, test acc {plain['test_acc']:.4f}")
+
+
+def section_cudagraphs(args, logs: Path, out: dict, budget: Budget) -> None:
     """The fast path with CUDA-graph replay (--compile_mode reduce-overhead); the faster of the two is reported."""
-    graphs = run_trainpy("graphs", ["--use_amp", "--compile", "--compile_mode", "reduce-overhead"], args, logs)
+    graphs = run_trainpy("graphs", ["--use_amp", "--compile", "--compile_mode", "reduce-overhead"], args, logs,
+                         budget)
     out["trainpy_cudagraphs"] = graphs
-    log(f"train.py with CUDA graphs: {graphs['steady_samples_per_s']:.0f} samples/s steady")
+    log(f"train.py with --compile_mode reduce-overhead: {graphs['steady_samples_per_s']:.0f} samples/s steady, "
+        f"{graphs['recompiles']} recompilations")
     if graphs["steady_samples_per_s"] > out.get("exp1_b64_trainpy_samples_per_s", 0):
         out["exp1_b64_trainpy_samples_per_s"] = graphs["steady_samples_per_s"]
         out["compile_s"] = graphs["compile_s"]
         out["exp1_b64_trainpy_mode"] = "reduce-overhead"
 
 
-def section_plain(args, logs: Path, out: dict) -> None:
-    plain = run_trainpy("plain", ["--device_data", "off"], args, logs)
-    out["trainpy_plain"] = plain
-    if "trainpy_fast" in out:
-        out["fast_vs_plain_acc_diff"] = abs(out["trainpy_fast"]["test_acc"] - plain["test_acc"])
-    log(f"train.py plain path: {plain['steady_samples_per_s']:.0f} samples/s, test acc {plain['test_acc']:.4f}")
+def section_seeds(args, logs: Path, out: dict, budget: Budget) -> None:
+    """Seed 1 of the fast and the plain path, for the accuracy comparison."""
+    out["trainpy_fast_seed1"] = run_trainpy("fast_seed1", fast_flags(args), args, logs, budget, seed=1)
+    compare_accuracy(out)
+    out["trainpy_plain_seed1"] = run_trainpy("plain_seed1", PLAIN_FLAGS, args, logs, budget, seed=1)
+    compare_accuracy(out)
+
+
+def compare_accuracy(out: dict) -> None:
+    """``fast_vs_plain_acc_diff`` and its standard error, from every seed of both paths run so far."""
+    fast = [out[k]["test_acc"] for k in ("trainpy_fast", "trainpy_fast_seed1") if k in out]
+    plain = [out[k]["test_acc"] for k in ("trainpy_plain", "trainpy_plain_seed1") if k in out]
+    if not fast or not plain:
+        return
+    n = out.get("trainpy_plain", out.get("trainpy_plain_seed1"))["test_samples"]
+    mf, mp = sum(fast) / len(fast), sum(plain) / len(plain)
+    se = math.sqrt(mf * (1 - mf) / (n * len(fast)) + mp * (1 - mp) / (n * len(plain)))
+    diff = abs(mf - mp)
+    target = GOALS["fast_vs_plain_acc_diff"][1]
+    verdict = "met" if diff + Z * se <= target else "not met" if diff - Z * se > target else "undecided"
+    out["fast_vs_plain_acc_diff"] = diff
+    out["fast_vs_plain_acc"] = {
+        "fast": fast, "plain": plain, "test_images": n, "diff": diff, "se": se, "verdict": verdict,
+        "rule": f"se = sqrt(pf (1 - pf) / (n kf) + pp (1 - pp) / (n kp)) over kf, kp seeds of n test images; "
+                f"met when diff + {Z:g} se <= {target}, not met when diff - {Z:g} se > {target}, else undecided"}
+
+
+# --------------------------------------------------------------------------------------------- in-process
 
 
 def exp1_cfg(args) -> dict:
     return SMOKE_MODEL if args.smoke else CONFIGS["exp1"]
 
 
-def section_mfu(args, device: torch.device, out: dict) -> None:
+def section_mfu(args, device: torch.device, out: dict, budget: Budget) -> None:
     cfg = exp1_cfg(args)
-    batches = [8, 16] if args.smoke else [256, 512, 1024, 2048]
+    batches = [8] if args.smoke else [512, 2048]
     peak = out["matmul_peak"]["bf16" if device.type == "cuda" else "fp32"]["median_flops"]
-    results = {}
+    results, last_s = {}, 0.0
     for bsz in batches:
+        if results and budget.left() < 2 * last_s:  # the next, larger batch would take longer than the last
+            results[bsz] = {"status": f"skipped: {budget.left():.0f}s left, the last batch took {last_s:.0f}s"}
+            break
+        t0 = time.perf_counter()
+        torch._dynamo.reset()  # each batch its own static graph
         try:
             v = build_variant("ours+bf16" + ("" if args.no_compile else "+compile"), cfg, device)
             eager = build_variant("ours+bf16", cfg, device)
@@ -146,41 +226,47 @@ def section_mfu(args, device: torch.device, out: dict) -> None:
         finally:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    best = max((b for b in results if "mfu" in results[b]), key=lambda b: results[b]["mfu"])
+        last_s = time.perf_counter() - t0
     out["mfu_by_batch"] = results
-    out["exp1_large_batch_mfu"] = results[best]["mfu"]
-    out["exp1_large_batch"] = best
+    measured = [b for b in results if "mfu" in results[b]]
+    if measured:
+        best = max(measured, key=lambda b: results[b]["mfu"])
+        out["exp1_large_batch_mfu"] = results[best]["mfu"]
+        out["exp1_large_batch"] = best
 
 
-def section_peer(args, device: torch.device, out: dict) -> None:
+def section_peer(args, device: torch.device, out: dict, budget: Budget) -> None:
     cfg = exp1_cfg(args)
-    if not have_theirs():
-        out["peer"] = {"status": "skipped: perceiver-pytorch is not installed (pip install perceiver-pytorch)"}
-        return
+    torch._dynamo.reset()
     kinds = ["+bf16"] if args.no_compile else ["+bf16", "+bf16+compile"]
     # ours-no-absorb: keys/values materialised; tells whether the CPU's cheapest cross-attention also wins here
-    names = [f"{m}{k}" for m in ("ours", "ours-no-absorb", "theirs") for k in kinds]
-    variants = {n: build_variant(n, cfg, device) for n in names}
+    models = ["ours", "ours-no-absorb"] + (["theirs"] if have_theirs() else [])
+    variants = {f"{m}{k}": build_variant(f"{m}{k}", cfg, device) for m in models for k in kinds}
     batch = make_batch(cfg, device, batch=cfg["batch"])
     fns = {n: train_step_fn(v, batch, make_optimizer(v.model, cfg["lr"]), device) for n, v in variants.items()}
-    hf = hf_peer(cfg, device, batch) if not args.smoke else None
+    hf = hf_peer(cfg, device, batch)
     if hf is not None:
         fns["hf+bf16"] = hf
     times = timed_rounds(fns, warmup=3, iters=args.iters, device=device, log=log)
     rate = {n: cfg["batch"] / t["median_s"] for n, t in times.items()}
-    ours = max(r for n, r in rate.items() if n.startswith("ours"))
-    out["absorb_vs_project_speed"] = max(r for n, r in rate.items() if n.startswith("ours+")) / max(
-        r for n, r in rate.items() if n.startswith("ours-no-absorb"))
-    theirs = max(r for n, r in rate.items() if n.startswith("theirs"))
-    out["peer"] = {"samples_per_s": rate, "params": {n: v.params for n, v in variants.items()}}
-    out["exp1_vs_peer_train_speed"] = ours / theirs
-    if "hf+bf16" in rate:
+    ours = max(r for n, r in rate.items() if n.startswith("ours+"))
+    out["absorb_vs_project_speed"] = ours / max(r for n, r in rate.items() if n.startswith("ours-no-absorb"))
+    out["peer"] = {"samples_per_s": rate, "params": {n: v.params for n, v in variants.items()},
+                   "perceiver_pytorch": "timed" if have_theirs() else "not installed (pip install perceiver-pytorch)",
+                   "transformers": "timed" if hf is not None else "not importable"}
+    msg = f"peer: ours {ours:.0f} samples/s"
+    if have_theirs():
+        theirs = max(r for n, r in rate.items() if n.startswith("theirs"))
+        out["exp1_vs_peer_train_speed"] = ours / theirs
+        msg += f", perceiver-pytorch {theirs:.0f} samples/s, ratio {ours / theirs:.2f}"
+    if hf is not None:
         out["exp1_vs_hf_train_speed"] = ours / rate["hf+bf16"]
-    log(f"peer: ours {ours:.0f} samples/s, perceiver-pytorch {theirs:.0f} samples/s, ratio {ours / theirs:.2f}")
+        msg += f", Hugging Face {rate['hf+bf16']:.0f} samples/s"
+    log(msg)
 
 
 def hf_peer(cfg: dict, device: torch.device, batch):
-    """A training step of Hugging Face's PerceiverForImageClassificationFourier at Exp1's sizes, or None."""
+    """A training step of Hugging Face's PerceiverForImageClassificationFourier at the config's sizes, or None."""
     try:
         from transformers import PerceiverConfig as HFConfig
         from transformers import PerceiverForImageClassificationFourier
@@ -189,8 +275,8 @@ def hf_peer(cfg: dict, device: torch.device, batch):
     m = cfg["model"]
     hf_cfg = HFConfig(num_latents=m["num_latents"], d_latents=m["latent_dim"], num_blocks=m["num_cross_attend_stages"],
                       num_self_attends_per_block=m["num_transformer_blocks"],
-                      num_self_attention_heads=m["num_heads"], num_cross_attention_heads=1, num_labels=10,
-                      image_size=32)
+                      num_self_attention_heads=m["num_heads"], num_cross_attention_heads=1,
+                      num_labels=m["num_classes"], image_size=cfg["hw"][0])
     model = PerceiverForImageClassificationFourier(hf_cfg).to(device)
     opt = make_optimizer(model, cfg["lr"])
     images = batch.image.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
@@ -204,13 +290,44 @@ def hf_peer(cfg: dict, device: torch.device, batch):
     return step
 
 
+# --------------------------------------------------------------------------------------------------- driver
+
+
+def estimate(name: str, args, out: dict) -> tuple[float, str]:
+    """(seconds, basis) a section is expected to take."""
+    runs = {k: out[k]["wall_s"] for k in ("trainpy_fast", "trainpy_cudagraphs", "trainpy_plain") if k in out}
+    plan = PLAN_S[name][1 if args.smoke else 0]
+    if name in ("trainpy", "cudagraphs") and runs.get("trainpy_fast", runs.get("trainpy_cudagraphs")):
+        return runs.get("trainpy_fast", runs.get("trainpy_cudagraphs")), "the compiled train.py run measured"
+    if name == "plain" and "trainpy_plain" in runs:
+        return runs["trainpy_plain"], "the plain train.py run measured"
+    if name == "seeds" and "trainpy_fast" in runs and "trainpy_plain" in runs:
+        return runs["trainpy_fast"] + runs["trainpy_plain"], "the seed-0 runs measured"
+    return plan, "planning figure (PLAN_S)"
+
+
 def goals(out: dict) -> dict:
     res = {}
     for key, (op, target) in GOALS.items():
         value = out.get(key)
         met = None if value is None else (value >= target if op == ">=" else value <= target)
         res[key] = {"target": f"{op} {target}", "value": value, "met": met}
+    if "fast_vs_plain_acc" in out:  # decided only beyond the noise of the test set
+        verdict = out["fast_vs_plain_acc"]["verdict"]
+        res["fast_vs_plain_acc_diff"]["met"] = {"met": True, "not met": False}.get(verdict)
+        res["fast_vs_plain_acc_diff"]["verdict"] = verdict
     return res
+
+
+def write(out: dict, path: str | None) -> None:
+    """The JSON as it stands (written whole, then renamed: a kill leaves the previous version)."""
+    out["goals"] = goals(out)
+    if path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(json.dumps(out, indent=2, sort_keys=True, default=str))
+        tmp.replace(p)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -219,54 +336,64 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="(default: %(default)s)")
     p.add_argument("--epochs", type=int, default=6, help="epochs of each train.py run (default: %(default)s)")
     p.add_argument("--iters", type=int, default=10, help="timed rounds of the step benchmarks (default: %(default)s)")
-    p.add_argument("--sections", nargs="+", default=["trainpy", "plain", "mfu", "peer", "cudagraphs"],
-                   choices=["trainpy", "plain", "mfu", "peer", "cudagraphs"], help="(default: all, in this order)")
-    p.add_argument("--budget_s", type=float, default=450, help="stop starting sections after this (default: 450)")
+    p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS,
+                   help="sections to run, in this order (default: all: %(default)s)")
+    p.add_argument("--budget_s", type=float, default=450,
+                   help="seconds for the whole check: a section whose estimate exceeds what is left is skipped, a "
+                        "train.py run is stopped when it runs out (default: %(default)s)")
     p.add_argument("--smoke", action="store_true", help="tiny model and data: checks the script, measures nothing")
     p.add_argument("--no_compile", action="store_true", help="eager only (default: compiled where it applies)")
-    p.add_argument("--json", default=None, help="write every figure here")
+    p.add_argument("--json", default=None, help="write every figure here, after every section")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible; use --device cpu --smoke to check the script")
     if args.smoke:
         args.epochs, args.iters = min(args.epochs, 2), min(args.iters, 2)
-        if args.device == "cpu" and "cudagraphs" in args.sections:
-            args.sections.remove("cudagraphs")  # CUDA graphs need CUDA
-        args.no_compile = args.no_compile or args.device == "cpu"  # inductor on a CPU takes minutes to build
+    budget = Budget(args.budget_s)
     device = torch.device(args.device)
-    start = time.perf_counter()
     out = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "smoke": args.smoke,
-           "command": " ".join(["benchmarks/gpu_check.py", *(argv if argv is not None else sys.argv[1:])])}
+           "command": " ".join(["benchmarks/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]),
+           "budget_s": args.budget_s, "sections": {}}
     out["matmul_peak"] = matmul_peak(device, (torch.float32, torch.bfloat16) if device.type == "cuda"
-                                     else (torch.float32,))
+                                     else (torch.float32,), warmup=0 if args.smoke else 1, iters=1 if args.smoke else 5)
     log("matmul peak: " + ", ".join(f"{k} {v['median_flops'] / 1e12:.1f} TFLOP/s"
                                       for k, v in out["matmul_peak"].items()))
+    write(out, args.json)
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
-        sections = {"trainpy": lambda: section_trainpy(args, Path(tmp), out),
-                    "plain": lambda: section_plain(args, Path(tmp), out),
-                    "mfu": lambda: section_mfu(args, device, out), "peer": lambda: section_peer(args, device, out),
-                    "cudagraphs": lambda: section_cudagraphs(args, Path(tmp), out)}
+        logs = Path(tmp)
+        run = {"trainpy": lambda: section_trainpy(args, logs, out, budget),
+               "plain": lambda: section_plain(args, logs, out, budget),
+               "mfu": lambda: section_mfu(args, device, out, budget),
+               "peer": lambda: section_peer(args, device, out, budget),
+               "cudagraphs": lambda: section_cudagraphs(args, logs, out, budget),
+               "seeds": lambda: section_seeds(args, logs, out, budget)}
         for name in args.sections:
-            left = args.budget_s - (time.perf_counter() - start)
-            if left <= 0:
-                out.setdefault("skipped", []).append(f"{name}: time budget spent")
+            est, basis = estimate(name, args, out)
+            record = out["sections"][name] = {"estimate_s": round(est, 1), "basis": basis}
+            if est > budget.left():
+                record["status"] = f"skipped: estimated {est:.0f}s ({basis}), {max(0.0, budget.left()):.0f}s left"
+                log(f"section {name} {record['status']}")
+                write(out, args.json)
                 continue
-            log(f"section {name} ({left:.0f}s of the budget left)")
+            log(f"section {name} (estimated {est:.0f}s, {budget.left():.0f}s of the budget left)")
+            t0 = time.perf_counter()
             try:
-                sections[name]()
+                run[name]()
+                record["status"] = "done"
             except Exception as e:  # noqa: BLE001 - a failed section is reported, the others still run
-                out.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"
+                record["status"] = f"failed: {type(e).__name__}: {e}"
                 log(f"section {name} failed: {type(e).__name__}: {e}")
-    out["goals"] = goals(out)
-    out["total_s"] = time.perf_counter() - start
+            record["wall_s"] = round(time.perf_counter() - t0, 1)
+            out["total_s"] = budget.elapsed()
+            write(out, args.json)
+    out["total_s"] = budget.elapsed()
+    write(out, args.json)
     for key, g in out["goals"].items():
         value = "-" if g["value"] is None else f"{g['value']:.4g}"
-        verdict = "no figure" if g["met"] is None else ("met" if g["met"] else "NOT met")
+        verdict = g.get("verdict") or ("no figure" if g["met"] is None else "met" if g["met"] else "NOT met")
         log(f"{key:36s} {value:>10}  goal {g['target']:>8}  {verdict}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2, sort_keys=True, default=str))
         log(f"wrote {args.json}")
     return out
 

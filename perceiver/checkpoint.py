@@ -30,6 +30,7 @@ intact and no temporary file.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 from pathlib import Path
@@ -96,7 +97,52 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     if state["format"] != CHECKPOINT_FORMAT:
         raise CheckpointError(f"checkpoint {path} has format {state['format']}, this train.py reads format "
                               f"{CHECKPOINT_FORMAT}")
+    check_model_config_values(path, state["model_config"])
     return state
+
+
+def _fits(value, annotation: str) -> bool:
+    """Whether ``value`` is of the type a `PerceiverConfig` field annotation (a string such as "int | None") names."""
+    for option in (part.strip() for part in annotation.split("|")):
+        if option == "None" and value is None:
+            return True
+        if option == "bool" and isinstance(value, bool):
+            return True
+        if option == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if option == "float" and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(value):
+            return True
+        if option == "str" and isinstance(value, str):
+            return True
+        if option.startswith(("tuple[", "list[")) and isinstance(value, (list, tuple)):
+            inner = [t.strip() for t in option[option.index("[") + 1:-1].split(",")]
+            return len(inner) == len(value) and all(_fits(v, t) for v, t in zip(value, inner))
+        if option not in ("None", "bool", "int", "float", "str") and not option.startswith(("tuple[", "list[")):
+            return True  # a type this check does not know: PerceiverConfig's own checks judge it
+    return False
+
+
+def check_model_config_values(path: str | os.PathLike, model_config) -> None:
+    """A checkpoint's model configuration must build a `PerceiverConfig`: every value of its field's type (an int
+    where an int belongs, a finite float, ...) and accepted by its checks; else one `CheckpointError` line."""
+    from dataclasses import fields
+
+    from .config import PerceiverConfig
+
+    if not isinstance(model_config, dict):
+        raise CheckpointError(f"checkpoint {path}: its model_config is a {type(model_config).__name__}, not a dict; "
+                              f"the file was edited or damaged")
+    wrong = [f"{f.name}={model_config[f.name]!r}, expected {f.type}" for f in fields(PerceiverConfig)
+             if f.name in model_config and not _fits(model_config[f.name], str(f.type))]
+    if wrong:
+        raise CheckpointError(f"checkpoint {path}: its model configuration holds values of the wrong type "
+                              f"({'; '.join(wrong)}); the file was edited or damaged")
+    try:
+        PerceiverConfig.from_dict(model_config)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: its model configuration does not fit this version of perceiver "
+                              f"({e})") from None
 
 
 def config_diff(saved: dict, current: dict) -> list[str]:
@@ -119,11 +165,39 @@ def check_model_config(path: str | os.PathLike, saved: dict, current: dict) -> N
 def load_model_weights(path: str | os.PathLike, model: torch.nn.Module, state: dict, *,
                        weights: str = "eval") -> None:
     """Load ``weights="eval"`` (the average if any, see `model_weights`) or ``"train"`` (what training resumes)."""
+    stored = model_weights(state) if weights == "eval" else state["model"]
+    if not isinstance(stored, dict):
+        raise CheckpointError(f"checkpoint {path}: its weights are a {type(stored).__name__}, not a state dict")
     try:
-        model.load_state_dict(model_weights(state) if weights == "eval" else state["model"])
+        model.load_state_dict(stored)
     except RuntimeError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path}: the weights do not fit the model ({first})") from None
+        detail = weights_mismatch(model.state_dict(), stored)
+        if not detail:
+            detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path}: the weights do not fit the model ({detail})") from None
+
+
+def weights_mismatch(expected: dict, stored: dict, *, show: int = 6) -> str:
+    """The missing and unexpected weight names and the shape mismatches of ``stored`` against ``expected``."""
+    def names(keys) -> str:
+        keys = sorted(keys)
+        more = f" and {len(keys) - show} more" if len(keys) > show else ""
+        return ", ".join(keys[:show]) + more
+
+    missing = set(expected) - set(stored)
+    unexpected = set(stored) - set(expected)
+    shapes = [f"{k} {tuple(getattr(stored[k], 'shape', ()))} in the checkpoint, {tuple(expected[k].shape)} in the "
+              f"model" for k in sorted(set(expected) & set(stored))
+              if tuple(getattr(stored[k], "shape", ())) != tuple(expected[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)}: {names(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)}: {names(unexpected)}")
+    if shapes:
+        more = f" and {len(shapes) - show} more" if len(shapes) > show else ""
+        parts.append(f"shape of {', '.join(shapes[:show])}{more}")
+    return "; ".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------ RNG states

@@ -1,4 +1,4 @@
-"""Building a run's parts from its resolved arguments: seeds, data (with the validation split), loaders, model.
+"""Building a run's parts from its settings: seeds, data (with the validation split), loaders, model config.
 
 Kept apart from the epoch loop (`perceiver.trainer`) so that `--eval_only` and the tests can build the same
 pieces without training. The batches of a split come from a DataLoader, or from device memory when
@@ -6,16 +6,17 @@ pieces without training. The batches of a split come from a DataLoader, or from 
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import math
 import random
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from .data import DataBundle, build_dataset
+from .data import DataBundle, DataSettings, build_dataset
 from .data.device import DeviceBatches, device_data_reason
 from .data.device import nbytes as device_nbytes
 from .distributed import DistInfo, EpochSampler, ShardSampler
@@ -56,25 +57,25 @@ def split_train_val(dataset, fraction: float, seed: int) -> tuple[Subset, Subset
     return Subset(dataset, keep.tolist()), Subset(eval_view(dataset), sorted(val))
 
 
-def build_data(args: argparse.Namespace) -> tuple[DataBundle, object, object | None]:
-    """(bundle, training set, validation set or None)."""
-    bundle = build_dataset(args)
-    if args.val_split > 0:
-        train, val = split_train_val(bundle.train, args.val_split, args.seed)
+def build_data(data: DataSettings, *, val_split: float = 0.0) -> tuple[DataBundle, object, object | None]:
+    """(bundle, training set, validation set or None); the validation split is drawn with ``data.seed``."""
+    bundle = build_dataset(data)
+    if val_split > 0:
+        train, val = split_train_val(bundle.train, val_split, data.seed)
         return bundle, train, val
     return bundle, bundle.train, None
 
 
-def use_device_data(args: argparse.Namespace, datasets: list, info: DistInfo, log=None) -> bool:
-    """Whether the splits are served from device memory (`perceiver.data.device`), per ``--device_data``."""
-    if args.device_data == "off":
+def use_device_data(mode: str, datasets: list, info: DistInfo, log=None) -> bool:
+    """Whether the splits are served from device memory (`perceiver.data.device`), per ``--device_data`` (mode)."""
+    if mode == "off":
         return False
     reasons = [r for r in map(device_data_reason, datasets) if r]
     if reasons:
-        if args.device_data == "on":
+        if mode == "on":
             raise DataError(f"--device_data on: {reasons[0]}; use --device_data off")
         return False
-    if args.device_data == "on":
+    if mode == "on":
         return True
     if info.device.type != "cuda":  # auto: worth it where a host-side pipeline would starve the device
         return False
@@ -85,14 +86,19 @@ def use_device_data(args: argparse.Namespace, datasets: list, info: DistInfo, lo
     return fits
 
 
-def train_loader(dataset, args: argparse.Namespace, info: DistInfo, *, on_device: bool):
+def train_loader(dataset, *, batch_size: int, num_workers: int, seed: int, info: DistInfo, on_device: bool,
+                 drop_last: bool = False):
     """(batches, sampler): shuffled by (seed, epoch) through `EpochSampler`; the trainer re-seeds the loader's
-    augmentation per epoch (`seed_loader`), so no global RNG stream decides the data order or the augmentation."""
-    sampler = EpochSampler(dataset, info=info, shuffle=True, seed=args.seed)
+    augmentation per epoch (`seed_loader`), so no global RNG stream decides the data order or the augmentation.
+    ``drop_last`` (under ``--compile``) leaves out the last partial batch of an epoch: every step has the same
+    shapes, so the compiled graphs are reused (a different few samples are left out each epoch, as the order is
+    reshuffled)."""
+    sampler = EpochSampler(dataset, info=info, shuffle=True, seed=seed)
     if on_device:
-        return DeviceBatches(dataset, sampler=sampler, batch_size=args.batch_size, device=info.device), sampler
-    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
-                        pin_memory=info.device.type == "cuda", drop_last=False, generator=torch.Generator())
+        return DeviceBatches(dataset, sampler=sampler, batch_size=batch_size, device=info.device,
+                             drop_last=drop_last), sampler
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                        pin_memory=info.device.type == "cuda", drop_last=drop_last, generator=torch.Generator())
     return loader, sampler
 
 
@@ -104,43 +110,39 @@ def seed_loader(loader, seed: int) -> None:
         loader.generator.manual_seed(seed)
 
 
-def eval_loader(dataset, args: argparse.Namespace, info: DistInfo, *, on_device: bool = False):
+def eval_loader(dataset, *, batch_size: int, num_workers: int, seed: int, info: DistInfo, on_device: bool = False):
     sampler = ShardSampler(dataset, info=info)
     if on_device:
-        return DeviceBatches(dataset, sampler=sampler, batch_size=args.batch_size, device=info.device)
-    return DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
-                      pin_memory=info.device.type == "cuda", generator=torch.Generator().manual_seed(args.seed))
+        return DeviceBatches(dataset, sampler=sampler, batch_size=batch_size, device=info.device)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      pin_memory=info.device.type == "cuda", generator=torch.Generator().manual_seed(seed))
 
 
-def batches_per_epoch(sampler: EpochSampler, args: argparse.Namespace) -> int:
-    full = math.ceil((len(sampler) + sampler.skip) / args.batch_size)
-    return min(full, args.limit_train_batches) if args.limit_train_batches else full
+def batches_per_epoch(sampler: EpochSampler, *, batch_size: int, limit: int | None, drop_last: bool = False) -> int:
+    samples = len(sampler) + sampler.skip  # this process's share of an epoch
+    if drop_last and samples < batch_size:
+        raise DataError(f"--compile drops the last partial batch of an epoch (every step keeps the same shapes), and "
+                        f"the {samples} training samples per process make no full batch of {batch_size}: lower "
+                        f"--batch_size")
+    full = samples // batch_size if drop_last else math.ceil(samples / batch_size)
+    return min(full, limit) if limit else full
 
 
-#: model flags that hold a PerceiverConfig field of the same name; the two "no_" flags hold its negation
-_FIELD_FLAGS = ("fourier_bands", "max_freq", "use_learned_pe", "num_latents", "latent_dim", "num_cross_attend_stages",
-                "num_transformer_blocks", "num_heads", "cross_heads", "cross_dim", "input_norm", "stem", "stem_width",
-                "mlp_ratio", "dropout", "drop_path", "output_pooling", "init")
-_NEGATED_FLAGS = {"no_final_norm": "final_norm", "no_weight_sharing": "weight_sharing"}
+def data_fields(bundle: DataBundle, *, stem: str) -> dict:
+    """The `PerceiverConfig` fields that come from the data (the shape of its tokens and labels)."""
+    return dict(in_channels=bundle.in_channels, num_classes=bundle.num_classes, pos_dim=bundle.pos_dim,
+                pos_from_input=bundle.kind == "pointcloud", num_tokens=bundle.num_tokens,
+                # the image size only with a stem, so that the configs of runs saved before the stem existed match
+                image_size=bundle.image_size if stem != "none" else None)
 
 
-def model_config(args: argparse.Namespace, bundle: DataBundle) -> PerceiverConfig:
-    fields = {name: getattr(args, name) for name in _FIELD_FLAGS}
-    fields.update({name: not getattr(args, flag) for flag, name in _NEGATED_FLAGS.items()})
-    return PerceiverConfig(
-        in_channels=bundle.in_channels, num_classes=bundle.num_classes, pos_dim=bundle.pos_dim,
-        pos_from_input=bundle.kind == "pointcloud", num_tokens=bundle.num_tokens,
-        # the image size only with a stem, so that the configs of runs saved before the stem existed still match
-        image_size=bundle.image_size if args.stem != "none" else None,
-        kernels=args.kernels, activation_checkpointing=args.activation_checkpointing, **fields)
-
-
-def model_flags(model: dict) -> dict:
-    """The model flags that a saved model configuration (`PerceiverConfig.to_dict`) was built from: a run saved
-    before a model flag existed resumes with the value its weights were trained with, not today's default."""
-    flags = {name: model[name] for name in _FIELD_FLAGS if name in model}
-    flags.update({flag: not model[name] for flag, name in _NEGATED_FLAGS.items() if name in model})
-    return flags
+def model_config(bundle: DataBundle, options: Mapping[str, Any], *, saved: dict | None = None) -> PerceiverConfig:
+    """A run's model for ``bundle``: every option given (`perceiver.settings.Settings.model`), or, resuming, the
+    checkpoint's own configuration ``saved`` (`PerceiverConfig.to_dict`) with the options this invocation sets."""
+    if saved is None:
+        return PerceiverConfig(**data_fields(bundle, stem=options["stem"]), **options)
+    stem = options.get("stem", saved.get("stem", "none"))
+    return PerceiverConfig.from_dict({**saved, **data_fields(bundle, stem=stem), **options})
 
 
 def build_model(config: PerceiverConfig, device: torch.device) -> Perceiver:

@@ -6,8 +6,8 @@
 
 The average starts with the model's initial weights and a short warm-up of the decay, ``min(decay, (1 + t) /
 (10 + t))`` after ``t`` updates, so the first epochs are not dominated by the random initialisation. The update
-count lives in a device tensor: a compiled training step is not recompiled as it grows. Buffers that are not
-floating point are copied.
+count and the decay live in device tensors: nothing is read back to the host, and a compiled training step is not
+recompiled as the count grows. Buffers that are not floating point are copied.
 """
 from __future__ import annotations
 
@@ -28,16 +28,24 @@ class EMA:
         self._pairs()
 
     def _pairs(self) -> None:
-        src, dst = self.source.state_dict(), self.model.state_dict()
+        # the source's own parameters, not the detached views of its state_dict: traced into one graph with the
+        # optimizer step that updates those parameters, the views gave wrong weights (torch 2.14, inductor;
+        # tests/test_compile.py compares a compiled run with the eager one)
+        src = {**dict(self.source.named_parameters()), **dict(self.source.named_buffers())}
+        dst = self.model.state_dict()
         self._float = [(dst[k], src[k]) for k in dst if dst[k].is_floating_point()]
         self._other = [(dst[k], src[k]) for k in dst if not dst[k].is_floating_point()]
 
     @torch.no_grad()
     def update(self) -> None:
         self.updates += 1
-        decay = torch.clamp((1.0 + self.updates) / (10.0 + self.updates), max=self.decay)
-        averaged, current = zip(*self._float)
-        torch._foreach_lerp_(list(averaged), list(current), 1.0 - decay)
+        weight = 1.0 - torch.clamp((1.0 + self.updates) / (10.0 + self.updates), max=self.decay)  # 0-d, on device
+        averaged, current = (list(t) for t in zip(*self._float))
+        # average += weight * (current - average): lerp's formula. torch._foreach_lerp_ takes its weight as a
+        # number (a tensor would be read back to the host every step); a 0-d tensor factor is not.
+        step = torch._foreach_sub(current, averaged)
+        torch._foreach_mul_(step, weight)
+        torch._foreach_add_(averaged, step)
         for dst, src in self._other:
             dst.copy_(src)
 

@@ -1,7 +1,12 @@
 """The epoch loop and the evaluation pass, with typed results.
 
-    result = train_one_epoch(step, loader, state=state, lr_at=schedule_fn, wants_stop=stop_fn)   # EpochResult
-    result = evaluate(model, loader, pos=pos, num_classes=10)                                    # EvalResult
+    result = train_one_epoch(step, loader, state=state, lr=rate, clock=seconds, wants_stop=stop_fn)  # EpochResult
+    state = result.state                                  # a new LoopState: the one given is never changed
+    result = evaluate(model, loader, pos=pos, num_classes=10)                                        # EvalResult
+
+The learning rate is a function of the loop state and the training clock, ``lr(global_step, elapsed_s)``
+(`LearningRate`); only a ``--max_time`` budget reads the clock, and ``clock()`` is the one place the loop reads it,
+so every rank applies the same rate as long as every rank's clock gives the same value.
 
 Accuracies are fractions in [0, 1]. Losses are means over samples (the training loss includes label smoothing and
 mixing, the evaluation loss never does). In a distributed run both are all-reduced over the ranks.
@@ -23,10 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -35,6 +41,7 @@ from tqdm import tqdm
 
 from .distributed import DistInfo, all_reduce
 from .errors import PerceiverError
+from .schedule import LRSchedule, progress
 from .step import Amp, TrainStep
 
 
@@ -57,7 +64,7 @@ class Stop(enum.IntEnum):
     SIGNAL = 2                # SIGINT/SIGTERM: save the position and exit
 
 
-@dataclass
+@dataclass(frozen=True)
 class EpochSums:
     """Running sums of an epoch's training metrics; checkpointed when an epoch is interrupted."""
 
@@ -67,14 +74,33 @@ class EpochSums:
     time_s: float = 0.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoopState:
-    """Where training stands; the trainer checkpoints it and `train_one_epoch` advances it."""
+    """Where training stands: the trainer holds it and checkpoints it; `train_one_epoch` returns the next one."""
 
     epoch: int = 1            # the epoch being trained (1-based)
     batch: int = 0            # batches of this epoch already trained
     global_step: int = 0      # optimizer steps done since the start of the run
     sums: EpochSums = field(default_factory=EpochSums)  # this epoch's totals before `batch` (all ranks together)
+
+    def next_epoch(self) -> "LoopState":
+        return LoopState(epoch=self.epoch + 1, batch=0, global_step=self.global_step)
+
+
+@dataclass(frozen=True)
+class LearningRate:
+    """The rate of the next optimizer step: ``lr(global_step, elapsed_s)``, a function of the optimizer steps done
+    (`LoopState.global_step`) and, under a ``max_time`` budget only, of the training seconds spent."""
+
+    schedule: LRSchedule
+    steps_per_epoch: int
+    epochs: int
+    max_time: float | None = None
+
+    def __call__(self, global_step: int, elapsed_s: float = 0.0) -> float:
+        t = progress(step=global_step, steps_per_epoch=self.steps_per_epoch, epochs=self.epochs,
+                     elapsed_s=elapsed_s, max_time_s=self.max_time)
+        return self.schedule.lr_at(t, step=global_step)
 
 
 @dataclass
@@ -89,13 +115,26 @@ class StepRecord:
     grad_norm: float | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class EpochResult:
-    sums: EpochSums           # over every rank, this epoch from its first batch
-    batches: int              # batches of the epoch done (`LoopState.batch`)
+    state: LoopState          # where training stands now; its sums are over every rank, from the epoch's first batch
     batches_total: int
-    steps: int                # global optimizer steps done
     stop: Stop = Stop.NO      # why the ranks agreed to stop before the end of the epoch
+    lr: float = math.nan      # the rate of the last optimizer step taken (NaN: none was)
+
+    @property
+    def sums(self) -> EpochSums:
+        return self.state.sums
+
+    @property
+    def batches(self) -> int:
+        """Batches of the epoch done."""
+        return self.state.batch
+
+    @property
+    def steps(self) -> int:
+        """Global optimizer steps done."""
+        return self.state.global_step
 
     @property
     def complete(self) -> bool:
@@ -139,31 +178,33 @@ def progress_bar(total: int, *, initial: int = 0, desc: str, show: bool, info: D
                 disable=not (show and info.is_main and sys.stderr.isatty()))
 
 
-def train_one_epoch(step: TrainStep, loader, *, state: LoopState, lr_at: Callable[[int], float],
-                    wants_stop: Callable[[], Stop] = lambda: Stop.NO,
+def train_one_epoch(step: TrainStep, loader, *, state: LoopState, lr: Callable[[int, float], float],
+                    clock: Callable[[], float] = lambda: 0.0, wants_stop: Callable[[], Stop] = lambda: Stop.NO,
                     on_steps: Callable[[list[StepRecord]], None] | None = None, accum_steps: int = 1,
                     limit_batches: int | None = None, sync_every: int = 25, info: DistInfo | None = None,
                     show_progress: bool = True) -> EpochResult:
-    """Train from batch ``state.batch`` of epoch ``state.epoch`` to its end, or until the ranks agree to stop.
+    """Train from batch ``state.batch`` of epoch ``state.epoch`` to its end, or until the ranks agree to stop; the
+    result holds the state reached (``state`` itself is left as it was).
 
     ``loader`` yields this epoch's batches from ``state.batch`` on (the trainer's sampler skips the rest).
-    ``lr_at(global_step)`` is the rate of the step about to be taken; ``wants_stop()`` (host only: signals, the
-    clock) is asked after every step. Raises `NonFiniteLossError` at the sync point that finds a non-finite loss.
+    ``lr(global_step, clock())`` is the rate of the step about to be taken (`LearningRate`); ``wants_stop()`` (host
+    only: signals, the budget) is asked after every step. Raises `NonFiniteLossError` at the sync point that finds
+    a non-finite loss.
     """
     info = info or DistInfo(device=step.params[0].device)
     device = info.device
     step.model.train()
-    total = state.batch + len(loader)
+    epoch, batch, global_step = state.epoch, state.batch, state.global_step
+    total = batch + len(loader)
     if limit_batches:
         total = min(total, limit_batches)
-    epoch_start_step = state.global_step - state.batch // accum_steps
-    sums = state.sums
+    epoch_start_step = global_step - batch // accum_steps
     totals = torch.zeros(2, dtype=torch.float64, device=device)  # this call's loss sum and correct count
     first_bad = torch.zeros((), dtype=torch.float64, device=device)  # first step with a non-finite loss; 0: none
     group_loss = torch.zeros((), dtype=torch.float32, device=device)
     pending: list[tuple] = []  # (global step, step in epoch, lr, loss tensor, grad-norm tensor) not yet synced
-    n_local, start = 0, time.perf_counter()
-    bar = progress_bar(total, initial=state.batch, desc=f"epoch {state.epoch} train", show=show_progress, info=info)
+    n_local, start, rate = 0, time.perf_counter(), math.nan
+    bar = progress_bar(total, initial=batch, desc=f"epoch {epoch} train", show=show_progress, info=info)
 
     def sync(local_stop: Stop) -> Stop:
         """Read the device back: records, non-finite check, progress; the ranks' agreed stop decision."""
@@ -172,49 +213,48 @@ def train_one_epoch(step: TrainStep, loader, *, state: LoopState, lr_at: Callabl
         losses = torch.stack([p[3] for p in pending]).tolist() if pending else []
         norms = [p[4] for p in pending]
         norms = torch.stack(norms).tolist() if norms and norms[0] is not None else [None] * len(pending)
-        records = [StepRecord(state.epoch, g, s, loss, lr, norm)
-                   for (g, s, lr, _, _), loss, norm in zip(pending, losses, norms) if not bad or g < bad]
+        records = [StepRecord(epoch, g, s, loss, r, norm)
+                   for (g, s, r, _, _), loss, norm in zip(pending, losses, norms) if not bad or g < bad]
         pending.clear()
         if on_steps is not None and records:
             on_steps(records)
         if bad:
             bar.close()
-            raise NonFiniteLossError(state.epoch, int(bad) - epoch_start_step)
+            raise NonFiniteLossError(epoch, int(bad) - epoch_start_step)
         if records:
             bar.set_postfix(loss=f"{records[-1].loss:.3f}", lr=f"{records[-1].lr:.3g}")
         return Stop(int(stop))
 
     stop = Stop.NO
     batches = iter(loader)
-    while state.batch < total:
+    while batch < total:
         try:
             x, y = next(batches)
         except StopIteration:
             break
-        b = state.batch
-        group_start = (b // accum_steps) * accum_steps
+        group_start = (batch // accum_steps) * accum_steps
         group_size = min(accum_steps, total - group_start)
-        last_in_group = b + 1 == group_start + group_size
+        last_in_group = batch + 1 == group_start + group_size
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with _no_sync(step.model, info.enabled and not last_in_group):
             loss, correct = step.forward_backward(x, y, scale=1.0 / group_size)
         group_loss += loss / group_size
         totals += torch.stack([loss.double() * len(y), correct.double()])
-        first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), float(state.global_step + 1), first_bad)
+        first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), float(global_step + 1), first_bad)
         n_local += len(y)
-        state.batch = b + 1
+        batch += 1
         bar.update(1)
         if not last_in_group:
             continue
 
-        lr = lr_at(state.global_step)
-        grad_norm = step.update(lr)
-        state.global_step += 1
-        pending.append((state.global_step, state.global_step - epoch_start_step, lr, group_loss, grad_norm))
+        rate = lr(global_step, clock())
+        grad_norm = step.update(rate)
+        global_step += 1
+        pending.append((global_step, global_step - epoch_start_step, rate, group_loss, grad_norm))
         group_loss = torch.zeros((), dtype=torch.float32, device=device)
         local_stop = wants_stop()
         # alone, a stop needs no agreement; together, the ranks meet at the same steps to decide
-        if (local_stop and not info.enabled) or state.global_step % sync_every == 0:
+        if (local_stop and not info.enabled) or global_step % sync_every == 0:
             stop = sync(local_stop)
             if stop:
                 break
@@ -225,9 +265,11 @@ def train_one_epoch(step: TrainStep, loader, *, state: LoopState, lr_at: Callabl
     elapsed = time.perf_counter() - start
     grand = all_reduce(torch.cat([totals, torch.tensor([float(n_local)], dtype=torch.float64, device=device)]),
                        info).tolist()
+    sums = state.sums
     out = EpochSums(loss_sum=sums.loss_sum + grand[0], correct=sums.correct + grand[1], n=sums.n + int(grand[2]),
                     time_s=sums.time_s + elapsed)
-    return EpochResult(sums=out, batches=state.batch, batches_total=total, steps=state.global_step, stop=stop)
+    return EpochResult(state=replace(state, batch=batch, global_step=global_step, sums=out), batches_total=total,
+                       stop=stop, lr=rate)
 
 
 # ------------------------------------------------------------------------------------------------- evaluation

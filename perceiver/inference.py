@@ -16,7 +16,9 @@ run's test set was served, so a test image saved as a PNG gets the logits evalua
 Inputs (`prepare_input`):
 
 * images: a file (anything Pillow reads), a `PIL.Image`, a uint8 array or tensor (H, W, C) or (H, W) as the
-  datasets store them, or a float tensor (C, H, W) in [0, 1] as torchvision's ``to_tensor`` makes them. An image
+  datasets store them (uint16 too), or a float tensor (C, H, W) in [0, 1] as torchvision's ``to_tensor`` makes them.
+  16-bit and floating-point images are scaled from their full range to the 8-bit pixels the models were trained on
+  (`eight_bit`); an image of more pixels than Pillow's decompression-bomb limit is refused. An image
   of another size is centre-cropped to the run's aspect ratio and resized (bicubic, antialiased); its pixels are
   normalised with the run's mean/std and permuted when the run permuted pixels. Positions: the pixel grid in
   [-1, 1], permuted with the pixels, (H*W, 2).
@@ -32,10 +34,10 @@ from them (built-in datasets are regenerated from their seed; CIFAR-10 and Model
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,12 +146,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     Raises `perceiver.errors.CheckpointError` (one line naming the file) for a missing, corrupt or foreign file.
     """
     checkpoint, run = locate_checkpoint(path)
-    state = load_checkpoint(checkpoint, map_location=device)
-    try:
-        config = PerceiverConfig.from_dict(state["model_config"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {checkpoint}: its model configuration does not fit this version of "
-                              f"perceiver ({e})") from None
+    state = load_checkpoint(checkpoint, map_location=device)  # its model configuration checked there
+    config = PerceiverConfig.from_dict(state["model_config"])
     model = Perceiver(config)
     load_model_weights(checkpoint, model, state)
     model.to(device).eval()
@@ -172,12 +170,12 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
 def facts_from_args(args: dict, config: PerceiverConfig) -> InputFacts:
     """The data facts of a checkpoint file without its run directory, rebuilt from its training arguments."""
     from .components import dataset_facts
-    from .data import build_dataset
+    from .data import DataSettings, build_dataset
 
     name = args.get("dataset")
     seed = args.get("permute_pixels_seed")
     if name in ("shapes2d", "shapes3d"):  # generated from the seed in a second: rebuild it exactly
-        bundle = build_dataset(argparse.Namespace(**args))
+        bundle = build_dataset(DataSettings.from_flags(args))
         return InputFacts.from_dataset(dataset_facts(bundle, bundle.train, None, bundle.test), seed)
     if name == "cifar10":
         from .data import cifar10
@@ -277,9 +275,16 @@ def read_input_file(path: str | os.PathLike, kind: str):
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refuse at Pillow's first limit
+            with Image.open(path) as img:
+                img.load()
+                return img.copy()
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(found.group(1)):,} pixels, " if found else ""
+        raise InputError(f"{path} is too large to read: {size}over the limit of {Image.MAX_IMAGE_PIXELS:,} pixels "
+                         f"(Pillow's guard against decompression bombs); shrink it first") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise InputError(f"{path} is not a readable image ({type(e).__name__}: {e})") from None
 
@@ -300,9 +305,11 @@ def image_array(data, shape: tuple[int, int, int]) -> np.ndarray:
 
     h, w, c = shape
     if isinstance(data, Image.Image):
-        image = data.convert("L" if c == 1 else "RGB")
+        image = eight_bit(data, c)
     else:
         arr = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
+        if arr.dtype == np.uint16 and arr.ndim in (2, 3):  # 16 bits: scaled from their full range
+            arr = np.rint(arr * (255 / 65535)).astype(np.uint8)
         if arr.dtype == np.uint8 and arr.ndim == 2:
             arr = np.repeat(arr[..., None], c, axis=-1)
         elif arr.dtype == np.uint8 and arr.ndim == 3 and arr.shape[-1] == c:
@@ -313,13 +320,42 @@ def image_array(data, shape: tuple[int, int, int]) -> np.ndarray:
                                  f"[{arr.min():.3g}, {arr.max():.3g}]")
             arr = np.rint(arr.transpose(1, 2, 0) * 255).astype(np.uint8)  # (H, W, C)
         else:
-            raise InputError(f"an image must be uint8 (H, W, {c}) or (H, W), or float ({c}, H, W) in [0, 1]; got "
-                             f"{arr.dtype} {tuple(arr.shape)}")
+            raise InputError(f"an image must be uint8 or uint16 (H, W, {c}) or (H, W), or float ({c}, H, W) in [0, 1]; "
+                             f"got {arr.dtype} {tuple(arr.shape)}")
         if arr.shape[:2] == (h, w):
             return np.array(arr, dtype=np.uint8)
         image = Image.fromarray(arr[..., 0] if c == 1 else arr)
     arr = np.array(fit_image(image, w, h), dtype=np.uint8)  # a writable copy: torch wraps it without copying
     return arr[..., None] if arr.ndim == 2 else arr
+
+
+def eight_bit(image, channels: int):
+    """An 8-bit "L" (``channels`` 1) or "RGB" copy of a Pillow image, the pixels the models were trained on.
+
+    16-bit images are scaled from their full range (0..65535 -> 0..255; a plain ``convert`` would clip them at 255)
+    and floating-point ones from [0, 1]. A 32-bit integer image holding values above 255, or a float image outside
+    [0, 1], has no known white level and is refused (`InputError`), as is one holding NaN or infinite values.
+    """
+    from PIL import Image
+
+    mode = image.mode
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        arr = np.asarray(image)
+        if not np.isfinite(arr).all():
+            raise InputError("the image holds NaN or infinite values")
+        low, high = (arr.min(), arr.max()) if arr.size else (0, 0)
+        if mode.startswith("I;16") and arr.dtype.kind == "u":
+            arr = arr * (255 / 65535)
+        elif mode == "F" and 0 <= low and high <= 1:
+            arr = arr * 255.0
+        elif mode == "F":
+            raise InputError(f"a floating-point image must hold values in [0, 1], got [{low:.4g}, {high:.4g}]: its "
+                             f"white level is unknown; save it as an 8- or 16-bit image")
+        elif not (0 <= low and high <= 255):
+            raise InputError(f"a {arr.dtype.itemsize * 8}-bit integer image ({mode}) with values in [{low}, {high}]: "
+                             f"its white level is unknown; save it as an 8- or 16-bit image")
+        image = Image.fromarray(np.rint(arr).astype(np.uint8))  # "L"
+    return image.convert("L" if channels == 1 else "RGB")
 
 
 def fit_image(image, width: int, height: int):

@@ -1,6 +1,6 @@
-"""Exact speed-ups of the Perceiver's blocks: the same functions as `perceiver/model.py`, computed with fewer
+"""Exact speed-ups of the Perceiver's blocks: the same functions as `perceiver/blocks.py`, computed with fewer
 operations and less memory. Chosen with ``PerceiverConfig(kernels="auto")`` (the default); ``kernels="plain"``
-runs model.py as written. The subclasses here keep the parameters and state-dict keys of the blocks they replace,
+runs blocks.py as written. The subclasses here keep the parameters and state-dict keys of the blocks they replace,
 so a checkpoint loads either way; tests/test_kernels.py checks values and gradients against the plain blocks.
 
 Cross-attention (`FastCrossAttention`). The keys and values are ``t @ W^T + b`` for each token ``t = [x, pe]``
@@ -30,7 +30,7 @@ summed, the attention weights before they multiply the tokens (`ScaledSoftmax`, 
 from the two parts' centred sums of squares (no ``E[t^2] - mu^2`` cancellation).
 
 Weight-shared stages see the same tokens through the same weights, so what depends only on those is computed once
-per forward pass (`perceiver.model.Tokens.cache`); the norm's statistics, which depend on the tokens alone, once
+per forward pass (`perceiver.blocks.Tokens.cache`); the norm's statistics, which depend on the tokens alone, once
 for all layers.
 
 MLP (`FastMLP`). Training holds ``h = fc1(y)`` but not ``gelu(h)`` for backward (`GeluMLP`): a quarter less
@@ -46,7 +46,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .model import MLP, CrossAttention, PerceiverConfig, Tokens, attend, merge_heads, split_heads
+from .blocks import MLP, CrossAttention, Tokens, attend, merge_heads, split_heads
+from .config import PerceiverConfig
 
 _keys = itertools.count()
 
@@ -56,20 +57,6 @@ def fast_blocks(config: PerceiverConfig):
     pin = None if config.cross_kernel == "auto" else config.cross_kernel
     return (functools.partial(FastCrossAttention, pin=pin),
             functools.partial(FastMLP, recompute_gelu=config.gelu_recompute))
-
-
-def cross_attention_plan(model, *, shared_positions: bool) -> str | None:
-    """The evaluation `FastCrossAttention.plan` picks for ``model``'s cross-attention ("absorb", "shared_kv" or
-    "project"), or None when the model runs the plain blocks. The run log warns when several heads fall to
-    "project", which is slow."""
-    layer = model.cross_layers[0]
-    if not isinstance(layer, FastCrossAttention):
-        return None
-    c = model.config
-    num_latents = c.num_latents + (c.output_pooling == "cls")
-    if shared_positions:
-        return layer.plan(num_latents, layer.in_channels + 1, torch.empty(0, layer.pe_features))
-    return layer.plan(num_latents, layer.in_channels + layer.pe_features, None)
 
 
 # -------------------------------------------------------------------------------------------------------- MLP
@@ -153,6 +140,10 @@ class FastMLP(MLP):
             out = self.fc2(a if a is not None else F.gelu(self.fc1(y)))
         return x + self.drop_path(self.drop(out))
 
+    def evaluation(self) -> str:
+        """Training's evaluation (CPU float32 inference fuses fc1 and GELU either way)."""
+        return "recompute_gelu" if self.recompute_gelu else "plain"
+
 
 # --------------------------------------------------------------------------------------------- cross-attention
 
@@ -234,7 +225,7 @@ class FastCrossAttention(CrossAttention):
 
     def attend(self, q: torch.Tensor, tokens: Tokens, need_weights: bool):
         parts = self._parts(tokens)
-        mode = self.plan(q.shape[1], parts.xs.shape[-1], parts.ps)
+        mode = self.plan(q.shape[1], parts.xs.shape[-1], None if parts.ps is None else parts.ps.shape[-1])
         if mode == "project":
             k, v = self._cached(tokens, "kv", lambda: self._project(parts))
             out, weights = attend(split_heads(q, self.heads), k, v, need_weights)
@@ -247,13 +238,19 @@ class FastCrossAttention(CrossAttention):
                                    need_weights)
         return self._absorb(q, parts, need_weights)
 
-    def plan(self, num_latents: int, per_sample: int, ps: torch.Tensor | None) -> str:
-        """The cheapest exact evaluation for these shapes (multiply-adds per token and stage; see the module doc)."""
+    def evaluation(self, num_latents: int, *, shared_positions: bool) -> str:
+        if shared_positions:  # the channels (and the norm's -delta column) per sample, the features shared
+            return self.plan(num_latents, self.in_channels + (self.norm_kv is not None), self.pe_features)
+        return self.plan(num_latents, self.in_channels + self.pe_features, None)
+
+    def plan(self, num_latents: int, per_sample: int, shared: int | None) -> str:
+        """The cheapest exact evaluation for ``num_latents`` queries and tokens of ``per_sample`` columns per sample
+        and ``shared`` columns shared by the batch (None: none), in multiply-adds per token and stage (module doc)."""
         if self.pin is not None:
             return self.pin
         h, m, d = self.heads, num_latents, self.dim // self.heads
-        if ps is not None:  # absorb: h*M*F (+ the per-sample columns) per token; project: M*dim
-            if ps.shape[-1] < d:
+        if shared is not None:  # absorb: h*M*F (+ the per-sample columns) per token; project: M*dim
+            if shared < d:
                 return "absorb"
             return "shared_kv" if h == 1 else "project"
         fa = per_sample + 1  # absorb h*M*fa vs project (fa + M) * dim

@@ -66,7 +66,7 @@ def _check_hyperparameters(options: dict) -> dict:
         )
     if options["foreach"] is None:  # PyTorch's "default" spelling
         options = {**options, "foreach": True}
-    for flag in ("trust_ratio", "foreach"):
+    for flag in ("trust_ratio", "foreach", "capturable"):
         if not isinstance(options[flag], bool):
             raise ValueError(f"Lamb: {flag} must be True or False, got {options[flag]!r}")
     return {**options, "betas": (float(betas[0]), float(betas[1])), "bias_correction": bc}
@@ -105,6 +105,11 @@ class Lamb(torch.optim.Optimizer):
         foreach: batch the math across each group's parameters with ``torch._foreach_*`` ops (one kernel per
             operation per device/dtype instead of one per parameter); False uses a per-parameter loop. Both compute
             the same thing. None (PyTorch's spelling of "default") means True.
+        capturable: keep each parameter's step count on the parameter's device and compute the bias corrections
+            there, as tensors: nothing is read back to the host, and a compiled step traces the counts as tensors
+            instead of specialising on their values (no recompilation as they grow). False (like
+            `torch.optim.Adam`): the counts live on the host and the corrections are Python numbers, which costs
+            fewer kernels eagerly. Both compute the same update (to float32 rounding of the corrections).
 
     Correspondence with ``torch_optimizer.Lamb(lr, betas, eps, weight_decay, clamp_value, adam, debias)``: the
     same steps (to float rounding) as ``Lamb(lr, betas, eps, weight_decay, clamp_value=clamp_value,
@@ -131,6 +136,7 @@ class Lamb(torch.optim.Optimizer):
         bias_correction: bool | str = True,
         trust_ratio: bool = True,
         foreach: bool | None = True,
+        capturable: bool = False,
     ) -> None:
         defaults = _check_hyperparameters(
             dict(
@@ -142,6 +148,7 @@ class Lamb(torch.optim.Optimizer):
                 bias_correction=bias_correction,
                 trust_ratio=trust_ratio,
                 foreach=foreach,
+                capturable=capturable,
             )
         )
         super().__init__(params, defaults)
@@ -160,6 +167,7 @@ class Lamb(torch.optim.Optimizer):
                 loss = closure()
 
         for group in self.param_groups:
+            capturable = group.get("capturable", False)  # absent from groups saved before the option existed
             params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
@@ -171,9 +179,11 @@ class Lamb(torch.optim.Optimizer):
                     )
                 state = self.state[p]
                 if len(state) == 0:
-                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                    state["step"] = torch.tensor(0.0, dtype=torch.float32, device=p.device if capturable else None)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                elif capturable and state["step"].device != p.device:  # counts loaded from a host-count run
+                    state["step"] = state["step"].to(p.device, torch.float32)
                 params.append(p)
                 grads.append(p.grad)
                 exp_avgs.append(state["exp_avg"])
@@ -196,80 +206,100 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
-def _bias_corrections(group: dict, t: float) -> tuple[float, float, float]:
-    """Divisors of m and of sqrt(v), and the step-size factor, at step `t` for the group's `bias_correction`."""
-    beta1, beta2 = group["betas"]
+def _bias_corrections(group: dict, steps: list[torch.Tensor]) -> tuple[list | None, list | None, list | None]:
+    """Per parameter at its step count ``t`` (already advanced): the divisors of m (``1 - beta1**t``) and of
+    sqrt(v) (``sqrt(1 - beta2**t)``), and the step-size factor (their ratio), each None where the group's
+    `bias_correction` has none. Python numbers from host counts; 0-d device tensors when the group is `capturable`
+    (nothing read back)."""
     mode = group["bias_correction"]
+    if mode == "none":
+        return None, None, None
+    beta1, beta2 = group["betas"]
+    if group.get("capturable", False):
+        bc1 = torch._foreach_pow(beta1, steps)  # beta1**t
+        torch._foreach_sub_(bc1, 1.0)
+        torch._foreach_neg_(bc1)  # 1 - beta1**t
+        bc2 = torch._foreach_pow(beta2, steps)
+        torch._foreach_sub_(bc2, 1.0)
+        torch._foreach_neg_(bc2)
+        torch._foreach_sqrt_(bc2)  # sqrt(1 - beta2**t)
+        if mode == "moments":
+            return bc1, bc2, None
+        return None, None, torch._foreach_div(bc2, bc1)
+    ts = [s.item() for s in steps]  # host tensors: reading them waits for no device
+    bc1 = [1.0 - beta1**t for t in ts]
+    bc2 = [math.sqrt(1.0 - beta2**t) for t in ts]
     if mode == "moments":
-        return 1.0 - beta1**t, math.sqrt(1.0 - beta2**t), 1.0
-    if mode == "step_size":
-        return 1.0, 1.0, math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
-    return 1.0, 1.0, 1.0
+        return bc1, bc2, None
+    return None, None, [b2 / b1 for b1, b2 in zip(bc1, bc2)]
 
 
 def _lamb_loop(group, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
     beta1, beta2 = group["betas"]
-    moments = group["bias_correction"] == "moments"
+    lr = group["lr"]
     for p, g, m, v, step in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
         step += 1
-        bc1, bc2, factor = _bias_corrections(group, step.item())
+        bc1, bc2, factor = (None if c is None else c[0] for c in _bias_corrections(group, [step]))
         m.mul_(beta1).add_(g, alpha=1.0 - beta1)
         v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
         denom = v.sqrt()
-        if moments:
+        if bc2 is not None:
             denom.div_(bc2)
         update = m.div(denom.add_(group["eps"]))
-        if moments:
+        if bc1 is not None:
             update.div_(bc1)
         if group["weight_decay"] != 0.0:
             update.add_(p, alpha=group["weight_decay"])
+        scale = -lr if factor is None else -lr * factor  # a number, or a device tensor: no host round-trip
         if group["trust_ratio"]:
             w_norm = torch.linalg.vector_norm(p)
             if group["clamp_value"] is not None:
                 w_norm = w_norm.clamp(max=group["clamp_value"])
             u_norm = torch.linalg.vector_norm(update)
             trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, 1.0)
-            update.mul_(trust.mul_(-group["lr"] * factor))  # no .item(): no device sync
+            update.mul_(trust.mul_(scale))
         else:
-            update.mul_(-group["lr"] * factor)
+            update.mul_(scale)
         p.add_(update)
 
 
 def _lamb_foreach(group, params, grads, exp_avgs, exp_avg_sqs, steps) -> None:
     beta1, beta2 = group["betas"]
-    moments = group["bias_correction"] == "moments"
+    lr = group["lr"]
     torch._foreach_add_(steps, 1.0)
-    bcs = [_bias_corrections(group, s.item()) for s in steps]  # steps live on the CPU: no device sync
-    bc1s, bc2s, factors = ([b[i] for b in bcs] for i in range(3))
+    bc1s, bc2s, factors = _bias_corrections(group, steps)
 
     torch._foreach_mul_(exp_avgs, beta1)
     torch._foreach_add_(exp_avgs, grads, alpha=1.0 - beta1)
     torch._foreach_mul_(exp_avg_sqs, beta2)
     torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
     denoms = torch._foreach_sqrt(exp_avg_sqs)
-    if moments:
+    if bc2s is not None:
         torch._foreach_div_(denoms, bc2s)
     torch._foreach_add_(denoms, group["eps"])
     updates = torch._foreach_div(exp_avgs, denoms)
     del denoms
-    if moments:
+    if bc1s is not None:
         torch._foreach_div_(updates, bc1s)
     if group["weight_decay"] != 0.0:
         torch._foreach_add_(updates, params, alpha=group["weight_decay"])
-    scales = [-group["lr"] * f for f in factors]
     if group["trust_ratio"]:
         w_norms = torch.stack(torch._foreach_norm(params))
         if group["clamp_value"] is not None:
             w_norms.clamp_(max=group["clamp_value"])
         u_norms = torch.stack(torch._foreach_norm(updates))
         trust = torch.where((w_norms > 0) & (u_norms > 0), w_norms / u_norms, 1.0)
-        if group["bias_correction"] == "step_size":  # per-parameter factors (steps may differ within a group)
-            trust.mul_(torch.tensor(scales, dtype=trust.dtype).to(trust.device, non_blocking=True))
-        else:
-            trust.mul_(scales[0])
+        if factors is None:
+            trust.mul_(-lr)
+        else:  # per parameter: steps may differ within a group
+            scales = [-lr * f for f in factors]
+            trust.mul_(torch.stack(scales) if isinstance(scales[0], torch.Tensor)
+                       else torch.tensor(scales, dtype=trust.dtype).to(trust.device, non_blocking=True))
         torch._foreach_mul_(updates, list(trust.unbind()))
+    elif factors is not None:
+        torch._foreach_mul_(updates, [-lr * f for f in factors])
     else:
-        torch._foreach_mul_(updates, scales)
+        torch._foreach_mul_(updates, -lr)
     torch._foreach_add_(params, updates)
 
 

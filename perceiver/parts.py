@@ -1,6 +1,6 @@
-"""Everything a training run is made of, built from its resolved arguments (`build_parts`).
+"""Everything a training run is made of, built from its settings (`build_parts`).
 
-    parts = build_parts(args, info, log)
+    parts = build_parts(settings, info, log)
     parts.step.forward_backward(x, y); parts.step.update(lr)      # perceiver.step.TrainStep
     evaluate(parts.eval_model, parts.test_loader, pos=parts.pos, ...)
 
@@ -8,9 +8,10 @@
 """
 from __future__ import annotations
 
-import argparse
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -20,9 +21,11 @@ from .data import DataBundle
 from .data.mixing import BatchMix, flip_index
 from .distributed import DistInfo, EpochSampler, barrier
 from .ema import EMA
+from .engine import LearningRate
 from .model import Perceiver, PerceiverConfig
 from .optim import build_optimizer
 from .schedule import LRSchedule, scaled_lr
+from .settings import Settings
 from .step import Amp, TrainStep, setup_amp
 
 
@@ -38,6 +41,7 @@ class RunParts:
     optimizer: torch.optim.Optimizer
     amp: Amp
     schedule: LRSchedule
+    lr: LearningRate                  # the rate of each step: the schedule as a function of the loop state
     step: TrainStep
     loader: object                    # DataLoader or DeviceBatches
     sampler: EpochSampler
@@ -56,50 +60,60 @@ class RunParts:
         return self.ema.model if self.ema is not None else self.model
 
 
-def build_parts(args: argparse.Namespace, info: DistInfo, log) -> RunParts:
+def build_parts(settings: Settings, info: DistInfo, log, *, options: Mapping[str, Any] | None = None,
+                saved_config: dict | None = None) -> RunParts:
+    """The run's parts. The model: `components.model_config` of ``options`` (default: ``settings.model``), on the
+    checkpoint's configuration ``saved_config`` when the run resumes one."""
+    s, b, o = settings, settings.batches, settings.optim
     if info.is_main:
-        bundle, train_set, val_set = comp.build_data(args)
+        bundle, train_set, val_set = comp.build_data(s.data, val_split=b.val_split)
     barrier(info)  # rank 0 first: a download happens once
     if not info.is_main:
-        bundle, train_set, val_set = comp.build_data(args)
-    config = comp.model_config(args, bundle)
+        bundle, train_set, val_set = comp.build_data(s.data, val_split=b.val_split)
+    config = comp.model_config(bundle, s.model if options is None else options, saved=saved_config)
     model = comp.build_model(config, info.device)
-    optimizer = build_optimizer(model, name=args.optimizer, lr=args.lr, weight_decay=args.weight_decay)
-    amp = setup_amp(args.use_amp, info.device)
+    optimizer = build_optimizer(model, name=o.optimizer, lr=o.lr, weight_decay=o.weight_decay)
+    amp = setup_amp(o.use_amp, info.device)
     datasets = [d for d in (train_set, val_set, bundle.test) if d is not None]
-    on_device = comp.use_device_data(args, datasets, info, log)
-    loader, sampler = comp.train_loader(train_set, args, info, on_device=on_device)
-    batches = comp.batches_per_epoch(sampler, args)
-    steps_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
-    global_batch = args.batch_size * args.gradient_accumulation_steps * info.world_size
-    schedule = LRSchedule(args.scheduler, base_lr=scaled_lr(args.lr, global_batch, base_batch=args.lr_base_batch,
-                                                            rule=args.lr_scaling),
-                          epochs=args.epochs, steps_per_epoch=steps_per_epoch, warmup_epochs=args.warmup_epochs,
-                          milestones=args.lr_milestones, gamma=args.lr_gamma, step_size=args.lr_step_size,
-                          t_max=args.T_max_cosine, eta_min=args.eta_min_cosine)
+    on_device = comp.use_device_data(s.runtime.device_data, datasets, info, log)
+    loaders = dict(batch_size=b.batch_size, num_workers=b.num_workers, seed=s.run.seed, info=info, on_device=on_device)
+    drop_last = s.runtime.compile  # compiled steps keep one shape: the last partial batch is left out
+    loader, sampler = comp.train_loader(train_set, drop_last=drop_last, **loaders)
+    batches = comp.batches_per_epoch(sampler, batch_size=b.batch_size, limit=s.runtime.limit_train_batches,
+                                     drop_last=drop_last)
+    steps_per_epoch = math.ceil(batches / o.gradient_accumulation_steps)
+    global_batch = b.batch_size * o.gradient_accumulation_steps * info.world_size
+    sch = s.schedule
+    schedule = LRSchedule(sch.scheduler, base_lr=scaled_lr(o.lr, global_batch, base_batch=o.lr_base_batch,
+                                                           rule=o.lr_scaling),
+                          epochs=o.epochs, steps_per_epoch=steps_per_epoch, warmup_epochs=sch.warmup_epochs,
+                          milestones=sch.lr_milestones, gamma=sch.lr_gamma, step_size=sch.lr_step_size,
+                          t_max=sch.T_max_cosine, eta_min=sch.eta_min_cosine)
     train_model = model
     if info.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device] if info.device.type == "cuda" else None)
-    ema = EMA(model, decay=args.ema_decay) if args.ema_decay > 0 else None
+    r = s.regularisation
+    ema = EMA(model, decay=r.ema_decay) if r.ema_decay > 0 else None
     mixer = None
-    if args.mixup_alpha > 0 or args.cutmix_alpha > 0:
-        mixer = BatchMix(num_classes=bundle.num_classes, mixup_alpha=args.mixup_alpha, cutmix_alpha=args.cutmix_alpha,
-                         prob=args.mix_prob, image_shape=bundle.image_shape, permutation=bundle.permutation)
+    if r.mixup_alpha > 0 or r.cutmix_alpha > 0:
+        mixer = BatchMix(num_classes=bundle.num_classes, mixup_alpha=r.mixup_alpha, cutmix_alpha=r.cutmix_alpha,
+                         prob=r.mix_prob, image_shape=bundle.image_shape, permutation=bundle.permutation)
     pos = bundle.positions.to(info.device) if bundle.positions is not None else None
-    step = TrainStep(train_model, optimizer, pos=pos, amp=amp, grad_clip=args.grad_clip,
-                     label_smoothing=args.label_smoothing, mixer=mixer, ema=ema, compile=args.compile,
-                     compile_mode=args.compile_mode)
+    step = TrainStep(train_model, optimizer, pos=pos, amp=amp, grad_clip=o.grad_clip,
+                     label_smoothing=o.label_smoothing, mixer=mixer, ema=ema, compile=s.runtime.compile,
+                     compile_mode=s.runtime.compile_mode)
     flip = None
-    if args.tta:
+    if r.tta:
         flip = flip_index(bundle.image_shape, bundle.permutation).to(info.device)
-    probe_idx = probes.pick_probes(probes.dataset_labels(bundle.test), args.num_probe_samples, seed=args.seed) \
-        if args.save_attention_maps else None
+    probe_idx = probes.pick_probes(probes.dataset_labels(bundle.test), s.logging.num_probe_samples,
+                                   seed=s.run.seed) if s.logging.save_attention_maps else None
     return RunParts(
         bundle=bundle, train_set=train_set, val_set=val_set, config=config, model=model, train_model=train_model,
-        ema=ema, optimizer=optimizer, amp=amp, schedule=schedule, step=step, loader=loader, sampler=sampler,
-        test_loader=comp.eval_loader(bundle.test, args, info, on_device=on_device),
-        val_loader=comp.eval_loader(val_set, args, info, on_device=on_device) if val_set is not None else None,
+        ema=ema, optimizer=optimizer, amp=amp, schedule=schedule,
+        lr=LearningRate(schedule, steps_per_epoch=steps_per_epoch, epochs=o.epochs, max_time=o.max_time),
+        step=step, loader=loader, sampler=sampler,
+        test_loader=comp.eval_loader(bundle.test, **loaders),
+        val_loader=comp.eval_loader(val_set, **loaders) if val_set is not None else None,
         on_device=on_device, pos=pos, flip=flip, probe_idx=probe_idx, batches=batches,
         steps_per_epoch=steps_per_epoch)
-

@@ -12,9 +12,12 @@ and scaled into the unit sphere (`perceiver.inference` has the details). ``--run
 checkpoint (``checkpoints/best.pt``, else ``last.pt``). ``--save_attention`` also writes each file's six-panel
 cross-attention figure (the one `visualize_attention.py` draws) to ``<run>/plots/predict/`` or ``--save_dir``.
 
-A file that cannot be classified gets one ``error: FILE: ...`` line on stderr and the others are still
-classified. Exit codes: 0 when every file was classified; 1 when a file or the run could not be read (one
-``error:`` line each); 2 for bad flags.
+A FILE that is a folder stands for the image files (or point-cloud files, for a point-cloud model) directly in it,
+in name order; sub-folders are not searched. A file that cannot be classified, whatever is wrong with it (not an
+image, too many pixels, a 32-bit image of unknown white level, ...), gets one ``error: FILE: ...`` line on stderr and
+the others are still classified. 16-bit and floating-point images are scaled from their full range. Exit codes: 0
+when every file was classified; 1 when a file or the run could not be read (one ``error:`` line each); 2 for bad
+flags.
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ from .errors import OneLineParser, PerceiverError
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m perceiver.predict", description=__doc__, allow_abbrev=False,
                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("files", nargs="+", metavar="FILE", help="image or point-cloud files to classify")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="image or point-cloud files to classify, or folders of them")
     p.add_argument("--run_dir", required=True, metavar="RUN",
                    help="a run directory (logs/NAME: its best checkpoint) or a checkpoint file")
     p.add_argument("--topk", type=int, default=1, metavar="K",
@@ -97,6 +101,27 @@ def save_attention(loaded, data, out_dir: Path, stem: str, title: str, args: arg
     return save_figure(fig, out_dir, f"{stem}_attention", ("png",), args.dpi)[0]
 
 
+def expand_folders(files: list[str], kind: str) -> tuple[list[str], int]:
+    """(the files to classify, folders that held none): a folder stands for its image or point-cloud files."""
+    from .inference import IMAGE_SUFFIXES, POINT_SUFFIXES
+
+    suffixes = IMAGE_SUFFIXES if kind == "image" else POINT_SUFFIXES
+    out, empty = [], 0
+    for file in files:
+        folder = Path(file)
+        if not folder.is_dir():
+            out.append(file)
+            continue
+        found = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in suffixes and p.is_file())
+        if not found:
+            empty += 1
+            what = "image" if kind == "image" else "point-cloud"
+            print(f"error: {file} is a folder with no {what} files ({', '.join(suffixes)}) directly in it; pass the "
+                  f"files themselves", file=sys.stderr, flush=True)
+        out += found
+    return out, empty
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -117,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--save_attention: {args.run_dir} is a checkpoint outside a run directory; add --save_dir DIR")
     out_dir = Path(args.save_dir) if args.save_dir else (loaded.run_dir / "plots" / "predict"
                                                          if loaded.run_dir is not None else None)
-    failed, stems = 0, {}
-    for file in args.files:
+    files, failed = expand_folders(args.files, loaded.facts.kind)
+    stems = {}
+    for file in files:
         try:
             data = read_input_file(file, loaded.facts.kind)
             print(format_line(file, loaded.classify(data, k=args.topk)), flush=True)
@@ -134,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             message = str(e) if file in str(e) else f"{file}: {e}"
             print(f"error: {message}", file=sys.stderr, flush=True)
+        except Exception as e:  # noqa: BLE001 - whatever else goes wrong with one file, the others still get their line
+            failed += 1
+            reason = " ".join(str(e).split())[:200]
+            print(f"error: {file}: could not be classified ({type(e).__name__}{': ' + reason if reason else ''})",
+                  file=sys.stderr, flush=True)
         except KeyboardInterrupt:
             print("error: interrupted", file=sys.stderr)
             return 1

@@ -1,17 +1,21 @@
 """Run-directory bookkeeping around a run's start: `--resume`, `--eval_only` and `--overwrite`.
 
-A resumed run takes its arguments from the checkpoint. Flags typed on the command line may change only what
-does not alter the computation (where the data lives, workers, device, logging; see `RESUME_OVERRIDES`); any
+A resumed run takes its flags from the checkpoint (`merge_flags`). Flags typed on the command line may change only
+what does not alter the computation (where the data lives, workers, device, logging; see `RESUME_OVERRIDES`); any
 other typed flag must repeat the saved value, so ``python train.py <original command> --resume RUN`` works, and a
-different one is refused with the list of differences.
+different one is refused with the list of differences. Its model is the checkpoint's own configuration
+(`PerceiverConfig.from_dict`) with the options this invocation sets (`invocation_options`), compared with that
+configuration before anything is loaded (`restore_training`).
 """
 from __future__ import annotations
 
-import argparse
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from .errors import CheckpointError, RunDirError
+from .config import PerceiverConfig
+from .errors import CheckpointError
 from .rundir import RunDir, launcher, write_error
 
 #: flags that a resumed run may change: they do not touch the weights, the data order or the schedule.
@@ -47,14 +51,15 @@ def locate(resume: str, *, eval_only: bool) -> tuple[RunDir | None, Path]:
     return None, path
 
 
-def merge_args(saved: dict, args: argparse.Namespace, explicit: set[str], *, allowed: frozenset[str],
-               checkpoint: Path, model: dict | None = None) -> argparse.Namespace:
-    """The saved arguments, updated by the allowed typed flags; a typed flag that changes anything else fails.
-    ``model``: the checkpoint's model configuration, which supplies model flags the saved arguments lack."""
+def merge_flags(saved: dict, flags: Mapping[str, Any], explicit: set[str], *, allowed: frozenset[str],
+                checkpoint: Path, model: dict | None = None) -> dict:
+    """The saved flags, updated by the allowed typed ones (``flags``: this invocation's, resolved); a typed flag that
+    changes anything else fails. ``model``: the checkpoint's model configuration, which supplies the model flags
+    the saved flags lack."""
     merged = dict(saved)
     changed = []
     for name in sorted(explicit - INVOCATION_FLAGS):
-        new = getattr(args, name)
+        new = flags[name]
         if name in allowed or name not in saved:
             merged[name] = new
         elif _norm(saved[name]) != _norm(new):
@@ -63,15 +68,21 @@ def merge_args(saved: dict, args: argparse.Namespace, explicit: set[str], *, all
         raise CheckpointError(f"checkpoint {checkpoint} was trained with different settings ({'; '.join(changed)}); "
                               f"drop these flags to resume it, or start a new run under another --experiment_name")
     for name in INVOCATION_FLAGS:
-        merged[name] = getattr(args, name)
+        merged[name] = flags[name]
     # Flags added to train.py after the checkpoint was written: a model flag takes the value the checkpoint's model
     # was built with (a default may have changed since), any other flag its current default.
-    from .components import model_flags
-
-    implied = model_flags(model or {})
-    for name, value in vars(args).items():
+    implied = PerceiverConfig.option_flags({k: v for k, v in (model or {}).items()
+                                           if k not in PerceiverConfig.COMPUTE_FIELDS})
+    for name, value in flags.items():
         merged.setdefault(name, implied.get(name, value))
-    return argparse.Namespace(**merged)
+    return merged
+
+
+def invocation_options(options: Mapping[str, Any], explicit: set[str]) -> dict[str, Any]:
+    """The model options a resumed run takes from this invocation rather than from its checkpoint: those typed (the
+    checkpoint's model must have them) and those that change only speed or memory (`COMPUTE_FIELDS`)."""
+    typed = {f.field for f in PerceiverConfig.flags() if f.dest in explicit}
+    return {k: v for k, v in options.items() if k in typed or k in PerceiverConfig.COMPUTE_FIELDS}
 
 
 def _norm(value):
@@ -96,28 +107,11 @@ def clear_run(run: RunDir) -> list[str]:
     return removed
 
 
-def check_not_running(run: RunDir) -> None:
-    """Refuse to start in a folder whose status says another live process is training there."""
-    import os
-
-    status = run.read_status() or {}
-    pid = status.get("pid")
-    if status.get("state") != "running" or not isinstance(pid, int) or pid == os.getpid():
-        return
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return
-    except OSError:
-        return
-    raise RunDirError(f"{run.path} is in use by a running train.py (pid {pid}); stop it first")
-
-
 def restore_training(parts, state: dict, *, world_size: int, run_path) -> tuple:
-    """Load a checkpoint into a run's parts: (LoopState, best.pt's record or None, training seconds spent)."""
+    """Load a checkpoint into a run's parts: (LoopState, best.pt's record (`Best`) or None, training seconds spent)."""
     from . import checkpoint as ckpt
     from .engine import EpochSums, LoopState
-    from .model import PerceiverConfig
+    from .epoch import Best
 
     path, p = state["path"], parts
     ckpt.check_model_config(path, PerceiverConfig.from_dict(state["model_config"]).identity(), p.config.identity())
@@ -136,8 +130,8 @@ def restore_training(parts, state: dict, *, world_size: int, run_path) -> tuple:
             p.amp.scaler.load_state_dict(state["scaler"])
     except (ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {path}: the optimizer or EMA state does not fit ({e})") from None
-    loop = LoopState(epoch=state["epoch"] + 1, batch=state.get("batch_in_epoch", 0),
-                     global_step=state["global_step"])
-    if loop.batch and state.get("partial"):
-        loop.sums = EpochSums(**state["partial"])
-    return loop, state.get("best"), float(state.get("elapsed_s", 0.0))
+    batch = state.get("batch_in_epoch", 0)
+    sums = EpochSums(**state["partial"]) if batch and state.get("partial") else EpochSums()
+    loop = LoopState(epoch=state["epoch"] + 1, batch=batch, global_step=state["global_step"], sums=sums)
+    best = Best.from_dict(state["best"]) if state.get("best") else None
+    return loop, best, float(state.get("elapsed_s", 0.0))

@@ -8,7 +8,8 @@ come from the checkpoint's arguments, updated by the ones typed (``--data_dir``,
 """
 from __future__ import annotations
 
-import argparse
+import math
+import sys
 import time
 
 from . import checkpoint as ckpt
@@ -16,38 +17,46 @@ from . import components as comp
 from . import distributed as dist
 from .data.mixing import flip_index
 from .engine import evaluate, per_class_accuracy
+from .epoch import non_finite_loss
 from .model import PerceiverConfig
-from .resume import EVAL_OVERRIDES, locate, merge_args
+from .resume import EVAL_OVERRIDES, locate, merge_flags
 from .rundir import atomic_write_json
+from .settings import Settings
 from .step import setup_amp
 
 
-def score_checkpoint(args: argparse.Namespace, *, explicit: set[str]) -> int:
-    run, path = locate(args.resume, eval_only=True)
+def score_checkpoint(settings: Settings, *, explicit: set[str]) -> int:
+    run, path = locate(settings.run.resume, eval_only=True)
     state = ckpt.load_checkpoint(path)
-    args = merge_args(state["args"], args, explicit, checkpoint=path, allowed=EVAL_OVERRIDES,
-                      model=state.get("model_config"))
-    info = dist.setup(args.device)
-    comp.seed_everything(args.seed)
-    bundle, _, _ = comp.build_data(argparse.Namespace(**{**vars(args), "val_split": 0.0}))
+    s = Settings.from_flags(merge_flags(state["args"], settings.flags, explicit, checkpoint=path,
+                                        allowed=EVAL_OVERRIDES, model=state.get("model_config")))
+    info = dist.setup(s.runtime.device)
+    comp.seed_everything(s.run.seed)
+    bundle, _, _ = comp.build_data(s.data)
     config = PerceiverConfig.from_dict(state["model_config"])
     comp.check_data_fits(config, bundle, path)
     model = comp.build_model(config, info.device)
     ckpt.load_model_weights(path, model, state)
     pos = bundle.positions.to(info.device) if bundle.positions is not None else None
-    flip = flip_index(bundle.image_shape, bundle.permutation).to(info.device) if args.tta else None
-    res = evaluate(model, comp.eval_loader(bundle.test, args, info), pos=pos, num_classes=bundle.num_classes,
-                   amp=setup_amp(args.use_amp, info.device), flip=flip, limit_batches=args.limit_eval_batches,
-                   info=info, show_progress=not args.no_progress)
-    out = {"test_loss": res.loss, "test_acc": res.acc, "n": res.n, "data_dir": args.data_dir, "tta": bool(args.tta),
+    tta = s.regularisation.tta
+    flip = flip_index(bundle.image_shape, bundle.permutation).to(info.device) if tta else None
+    loader = comp.eval_loader(bundle.test, batch_size=s.batches.batch_size, num_workers=s.batches.num_workers,
+                              seed=s.run.seed, info=info)
+    res = evaluate(model, loader, pos=pos, num_classes=bundle.num_classes, amp=setup_amp(s.optim.use_amp, info.device),
+                   flip=flip, limit_batches=s.runtime.limit_eval_batches, info=info,
+                   show_progress=not s.runtime.no_progress)
+    out = {"test_loss": res.loss, "test_acc": res.acc, "n": res.n, "data_dir": s.data.data_dir, "tta": bool(tta),
            "weights": "ema" if state.get("ema") else "trained", "dataset": bundle.name, "source": bundle.source,
            "checkpoint": str(path), "epoch": state["epoch"], "per_class_acc": per_class_accuracy(res.confusion),
            "confusion": res.confusion, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if res.acc_top5 is not None:
         out["test_acc_top5"] = res.acc_top5
     top5 = f" top5 {res.acc_top5:.4f}" if res.acc_top5 is not None else ""
-    print(f"eval of {path} (epoch {state['epoch']}, {out['weights']} weights{', flip TTA' if args.tta else ''}) "
+    print(f"eval of {path} (epoch {state['epoch']}, {out['weights']} weights{', flip TTA' if tta else ''}) "
           f"on {bundle.source}: test loss {res.loss:.4f} acc {res.acc:.4f}{top5} (n={res.n})", flush=True)
+    if not math.isfinite(res.loss):
+        line = non_finite_loss("test", res.loss, recorded_in="eval.json" if run is not None else None)
+        print(f"warning: {line}", file=sys.stderr, flush=True)
     if run is not None:
         atomic_write_json(run.eval_path, out)
         print(f"wrote {run.eval_path}", flush=True)

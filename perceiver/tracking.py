@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .kernels import cross_attention_plan
 from .rundir import write_error
 
 LOGGER_NAME = "perceiver.train"
@@ -116,8 +115,8 @@ class TensorBoard:
 # -------------------------------------------------------------------------------------------- what is printed
 
 
-def config_json(args, parts, info, argv: list[str]) -> dict:
-    """config.json: the resolved arguments and everything needed to read the run without the code."""
+def config_json(settings, parts, info, argv: list[str]) -> dict:
+    """config.json: the resolved flags ("args") and everything needed to read the run without the code."""
     import time
 
     import torch
@@ -125,40 +124,42 @@ def config_json(args, parts, info, argv: list[str]) -> dict:
     from .components import dataset_facts
 
     return {
-        "args": vars(args), "model": parts.config.to_dict(), "num_parameters": parts.model.num_parameters(),
+        "args": dict(settings.flags), "model": parts.config.to_dict(), "num_parameters": parts.model.num_parameters(),
         "dataset": dataset_facts(parts.bundle, parts.train_set, parts.val_set, parts.bundle.test),
         "schedule": parts.schedule.describe(), "steps_per_epoch": parts.steps_per_epoch,
         "amp": parts.amp.describe(), "data_on_device": parts.on_device, "torch_version": torch.__version__,
         "python_version": sys.version.split()[0], "device": str(info.device), "world_size": info.world_size,
-        "seed": args.seed, "command": " ".join(["train.py", *argv]), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seed": settings.run.seed, "command": " ".join(["train.py", *argv]),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
-def log_run(log: logging.Logger, args, parts, info, run, resume: dict | None, state) -> None:
-    """The run's header: where it writes, the data, every argument, the model and the schedule."""
+def log_run(log: logging.Logger, settings, parts, info, run, resume: dict | None, state) -> None:
+    """The run's header: where it writes, the data, every flag, the model and the schedule."""
     log.info(f"run directory: {run.path}" + (f" (resuming {resume['path']} at epoch {state.epoch}, batch "
                                               f"{state.batch})" if resume else ""))
     log.info(f"data: {parts.bundle.source}" + ("; batches served from device memory" if parts.on_device else ""))
     line = "config:"
-    for item in (f"{k}={v}" for k, v in sorted(vars(args).items())):
+    for item in (f"{k}={v}" for k, v in sorted(settings.flags.items())):
         if len(line) + len(item) > 118:
             log.info(line)
             line = "   "
         line += " " + item
     log.info(line)
     log.info(f"model: {parts.model.num_parameters():,} parameters; device {info.device} x {info.world_size}; amp "
-             f"{parts.amp.describe()}; {parts.steps_per_epoch} steps/epoch of {args.batch_size} x "
-             f"{args.gradient_accumulation_steps} x {info.world_size} samples")
-    log.info(f"schedule: {parts.schedule.describe()}" + (f"; planned over --max_time {args.max_time:g}s"
-                                                         if args.max_time else ""))
+             f"{parts.amp.describe()}; {parts.steps_per_epoch} steps/epoch of {settings.batches.batch_size} x "
+             f"{settings.optim.gradient_accumulation_steps} x {info.world_size} samples")
+    max_time = settings.optim.max_time
+    log.info(f"schedule: {parts.schedule.describe()}" + (f"; planned over --max_time {max_time:g}s"
+                                                         if max_time else ""))
     heads = parts.config.cross_heads
-    if heads > 1 and cross_attention_plan(parts.model, shared_positions=parts.pos is not None) == "project":
+    if heads > 1 and "project" in parts.model.kernel_plan().values():
         hint = (f"; --cross_dim {heads * (parts.config.pe_features + 1)} or more keeps the cheaper path"
                 if parts.pos is not None else "")
         log.warning(f"--cross_heads {heads}: heads of {parts.config.cross_width // heads} features are too narrow for "
                     f"the cheap cross-attention (perceiver/kernels.py), so keys and values are built in full: about "
                     f"2.8x the training step of the 10-minute CIFAR-10 model (docs/RECIPES.md){hint}")
-    if args.use_amp and info.device.type == "cpu":
+    if settings.optim.use_amp and info.device.type == "cpu":
         log.warning("--use_amp on CPU: bfloat16 autocast runs, but it is usually slower than float32 on CPUs; it "
                     "helps on GPUs")
 

@@ -1,6 +1,6 @@
 """The training run behind `train.py`: the epoch loop, evaluation, checkpoints, probes, stops and resumes.
 
-`train(args, explicit=..., argv=...)` returns the process exit code: 0 finished (or nothing to do), 130/143 stopped
+`train(settings, explicit=..., argv=...)` returns the process exit code: 0 finished (or nothing to do), 130/143 stopped
 by SIGINT/SIGTERM after saving a checkpoint. User-fixable failures raise `PerceiverError` (train.py prints one
 line and exits 1); a non-finite loss is one of them.
 
@@ -13,10 +13,7 @@ the run's model is its last epoch (last.pt; --eval_only reads it).
 """
 from __future__ import annotations
 
-import argparse
-import math
 from dataclasses import asdict
-from pathlib import Path
 
 import torch
 
@@ -25,36 +22,40 @@ from . import components as comp
 from . import distributed
 from . import epoch, tracking
 from .engine import EpochResult, EpochSums, LoopState, NonFiniteLossError, Stop, StepRecord, train_one_epoch
+from .epoch import Best
 from .errors import PerceiverError
 from .parts import build_parts
-from .resume import RESUME_OVERRIDES, check_not_running, clear_run, locate, merge_args, restore_training
-from .rundir import RunDir, launcher
-from .schedule import progress
+from .resume import RESUME_OVERRIDES, clear_run, invocation_options, locate, merge_flags, restore_training
+from .rundir import RunDir, RunLock, launcher
+from .settings import Settings
 from .stopping import StopConditions
 
 
-def train(args: argparse.Namespace, *, explicit: set[str], argv: list[str]) -> int:
-    resume, run = None, RunDir(Path(args.logs_dir) / args.experiment_name)
-    if args.resume:
-        located, path = locate(args.resume, eval_only=False)
+def train(settings: Settings, *, explicit: set[str], argv: list[str]) -> int:
+    """``explicit``: the flags typed (or given by --preset / --config), which a resumed run must agree with."""
+    resume, run, options = None, RunDir(settings.run.path), settings.model
+    if settings.run.resume:
+        located, path = locate(settings.run.resume, eval_only=False)
         state = ckpt.load_checkpoint(path)
-        args = merge_args(state["args"], args, explicit, checkpoint=path, allowed=RESUME_OVERRIDES,
-                          model=state.get("model_config"))
+        settings = Settings.from_flags(merge_flags(state["args"], settings.flags, explicit, checkpoint=path,
+                                                   allowed=RESUME_OVERRIDES, model=state.get("model_config")))
+        options = invocation_options(settings.model, explicit)
         run = located or run
         if state.get("finished"):
             print(f"{run.path} already finished ({state['epoch']} epochs); nothing to do. Start a new run to train "
                   f"further.", flush=True)
             return 0
         resume = {**state, "path": str(path)}
-    info = distributed.setup(args.device)
+    info = distributed.setup(settings.runtime.device)
     log = tracking.setup_logging(None, main_process=info.is_main)
-    trainer = Trainer(args, info=info, run=run, resume=resume, argv=argv, log=log)
+    trainer = Trainer(settings, info=info, run=run, resume=resume, argv=argv, log=log, options=options)
     try:
         code = trainer.fit()
         if code == 0:
             distributed.barrier(info)  # rank 0 writes the last files: no rank tears down before it is done
         return code
     finally:
+        trainer.lock.release()  # first: a signal after the handlers are restored would leave it behind
         trainer.stop.restore()
         trainer.tb.close()
         tracking.close_logging(log)
@@ -63,28 +64,32 @@ def train(args: argparse.Namespace, *, explicit: set[str], argv: list[str]) -> i
 
 
 class Trainer:
-    def __init__(self, args, *, info: distributed.DistInfo, run: RunDir, resume: dict | None, argv: list[str], log):
-        self.args, self.info, self.run, self.resume, self.argv, self.log = args, info, run, resume, argv, log
+    def __init__(self, settings: Settings, *, info: distributed.DistInfo, run: RunDir, resume: dict | None,
+                 argv: list[str], log, options=None):
+        self.settings, self.info, self.run, self.resume, self.argv, self.log = settings, info, run, resume, argv, log
+        self.options = settings.model if options is None else options  # the model options: see build_parts
         self.main = info.is_main
-        self.stop = StopConditions(log, max_time=args.max_time)
+        self.stop = StopConditions(log, max_time=settings.optim.max_time)
         self.tb = tracking.TensorBoard(None)
-        self.state = LoopState()
-        self.best = {"metric": "val_acc" if args.val_split > 0 else "last", "value": -math.inf, "epoch": 0}
+        self.state = LoopState()  # replaced, never changed: by the engine's result, then by the next epoch's start
+        self.best = Best.start(validation=settings.batches.val_split > 0)
         self.started = False
-        self.last_lr = math.nan  # the rate of the latest step, for the epoch's metrics row
+        self.lock = RunLock(run.path)  # rank 0 holds it from before its first write to the end of the run
 
     def fit(self) -> int:
-        comp.seed_everything(self.args.seed)
-        self.parts = build_parts(self.args, self.info, self.log)
+        seed = self.settings.run.seed
+        comp.seed_everything(seed)
+        self.parts = build_parts(self.settings, self.info, self.log, options=self.options,
+                                 saved_config=self.resume["model_config"] if self.resume is not None else None)
         if self.resume is not None:
             self._restore()
-        comp.seed_everything(self.args.seed + 1000 * self.info.rank)  # rank 0 draws what a 1-process run draws
+        comp.seed_everything(seed + 1000 * self.info.rank)  # rank 0 draws what a 1-process run draws
         if self.resume is not None:  # last: the generators continue exactly where the checkpoint left them
             ranks = self.resume.get("rng_ranks") or []
             ckpt.restore_rng(ranks[self.info.rank] if len(ranks) == self.info.world_size else self.resume["rng"])
         self._prepare_run_dir()
         self.stop.install()
-        tracking.log_run(self.log, self.args, self.parts, self.info, self.run, self.resume, self.state)
+        tracking.log_run(self.log, self.settings, self.parts, self.info, self.run, self.resume, self.state)
         self.stop.restart_clock()
         try:
             self._status("running")
@@ -109,10 +114,12 @@ class Trainer:
         self.stop.elapsed_before = elapsed
 
     def _prepare_run_dir(self) -> None:
-        a, run = self.args, self.run
+        run = self.run
         if self.main:
-            check_not_running(run)
-            if a.overwrite and self.resume is None:
+            note = self.lock.acquire()
+            if note:
+                self.log.warning(note)
+            if self.settings.run.overwrite and self.resume is None:
                 removed = clear_run(run)
                 if removed:
                     print(f"--overwrite: removed {', '.join(removed)} from {run.path}", flush=True)
@@ -122,38 +129,36 @@ class Trainer:
         distributed.barrier(self.info)
         self.log = self.stop.log = tracking.setup_logging(run.log_path, main_process=self.main)
         if self.main and self.resume is None:
-            run.write_config(tracking.config_json(self.args, self.parts, self.info, self.argv))
-        if self.main and a.use_tensorboard:
+            run.write_config(tracking.config_json(self.settings, self.parts, self.info, self.argv))
+        if self.main and self.settings.logging.use_tensorboard:
             self.tb = tracking.TensorBoard(run.tensorboard_dir, purge_step=self.state.epoch if self.resume else None)
         self.started = True
 
     # ---------------------------------------------------------------------------------------------- the loop
-    def _lr_at(self, global_step: int) -> float:
-        t = progress(step=global_step, steps_per_epoch=self.parts.steps_per_epoch, epochs=self.args.epochs,
-                     elapsed_s=self.stop.elapsed(), max_time_s=self.args.max_time)
-        self.last_lr = self.parts.schedule.lr_at(t, step=global_step)
-        return self.last_lr
-
     def _write_steps(self, records: list[StepRecord]) -> None:
-        if self.main and self.args.save_metrics:
+        if self.main and self.settings.logging.save_metrics:
             for r in records:
                 self.run.append_step({k: v for k, v in asdict(r).items() if v is not None and v == v})
 
     def _loop(self) -> int:
-        a, s, p = self.args, self.state, self.parts
-        while s.epoch <= a.epochs:
-            p.sampler.set_epoch(s.epoch, skip=s.batch * a.batch_size)
-            comp.seed_loader(p.loader, a.seed * 100_003 + s.epoch)
-            result = train_one_epoch(p.step, p.loader, state=s, lr_at=self._lr_at, wants_stop=self.stop.wants_stop,
-                                     on_steps=self._write_steps, accum_steps=a.gradient_accumulation_steps,
-                                     limit_batches=a.limit_train_batches, sync_every=a.sync_every, info=self.info,
-                                     show_progress=not a.no_progress)
+        st, p = self.settings, self.parts
+        while self.state.epoch <= st.optim.epochs:
+            s = self.state
+            p.sampler.set_epoch(s.epoch, skip=s.batch * st.batches.batch_size)
+            comp.seed_loader(p.loader, st.run.seed * 100_003 + s.epoch)
+            # the budget's clock: this process's (see perceiver.engine on agreeing on one across ranks)
+            result = train_one_epoch(p.step, p.loader, state=s, lr=p.lr, clock=self.stop.elapsed,
+                                     wants_stop=self.stop.wants_stop, on_steps=self._write_steps,
+                                     accum_steps=st.optim.gradient_accumulation_steps,
+                                     limit_batches=st.runtime.limit_train_batches, sync_every=st.runtime.sync_every,
+                                     info=self.info, show_progress=not st.runtime.no_progress)
+            self.state = result.state
             if result.stop == Stop.SIGNAL and not result.complete:
                 return self._interrupt(result)
             last = self._end_epoch(result, time_up=result.stop == Stop.TIME)
             if last:
                 return self._finish()
-            s.epoch, s.batch, s.sums = s.epoch + 1, 0, EpochSums()
+            self.state = self.state.next_epoch()
             if result.stop == Stop.SIGNAL or self._agree(self.stop.signalled):
                 return self._interrupt(None)
         return self._finish()
@@ -165,15 +170,16 @@ class Trainer:
 
     def _end_epoch(self, result: EpochResult, *, time_up: bool) -> bool:
         """Evaluate, log and save the epoch; True when it is the run's last."""
-        a, s = self.args, self.state
-        evals = epoch.evaluate_splits(self.parts, a, self.info)
-        last = s.epoch >= a.epochs or self._agree(time_up or self.stop.time_up)  # time spent evaluating counts
-        self.best, is_best = epoch.update_best(self.best, evals, s.epoch)
-        row = epoch.metrics_row(result, evals, epoch=s.epoch, step=s.global_step, lr=self.last_lr, best=self.best,
-                                is_best=is_best, elapsed_s=self.stop.elapsed())
+        st, s = self.settings, self.state
+        evals = epoch.evaluate_splits(self.parts, self.info, limit_batches=st.runtime.limit_eval_batches,
+                                      show_progress=not st.runtime.no_progress)
+        last = s.epoch >= st.optim.epochs or self._agree(time_up or self.stop.time_up)  # time spent evaluating counts
+        self.best, is_best = self.best.after(evals, s.epoch)
+        row = epoch.metrics_row(result, evals, best=self.best, is_best=is_best, elapsed_s=self.stop.elapsed())
         if self.main:
-            epoch.write_epoch(self.run, self.tb, self.parts, a, row, evals, last=last, device=self.info.device)
-        self.log.info(tracking.epoch_line(row, a.epochs))
+            epoch.write_epoch(self.run, self.tb, self.parts, st.logging, row, evals, last=last,
+                              device=self.info.device)
+        self.log.info(tracking.epoch_line(row, st.optim.epochs))
         self._save(epochs_done=s.epoch, batch_in_epoch=0, finished=last, best=is_best)
         self._status("running")
         return last
@@ -191,8 +197,8 @@ class Trainer:
         state = ckpt.build_checkpoint(
             config=p.config, model=p.model, ema=p.ema, optimizer=p.optimizer, schedule=p.schedule,
             scaler=p.amp.scaler, epoch=epochs_done, batch_in_epoch=batch_in_epoch,
-            global_step=self.state.global_step, elapsed_s=self.stop.elapsed(), best=self.best,
-            partial=asdict(partial) if partial is not None else None, args=vars(self.args), rng=rng,
+            global_step=self.state.global_step, elapsed_s=self.stop.elapsed(), best=self.best.to_dict(),
+            partial=asdict(partial) if partial is not None else None, args=dict(self.settings.flags), rng=rng,
             rng_ranks=rng_ranks, world_size=self.info.world_size, finished=finished)
         if best:
             ckpt.save_checkpoint(self.run.best_checkpoint, state)
@@ -215,23 +221,23 @@ class Trainer:
         return self.stop.exit_code()
 
     def _finish(self) -> int:
-        a = self.args
         self._status("finished", message="time budget spent" if self.stop.time_up else "")
-        self.tb.hparams({k: v for k, v in vars(a).items() if not isinstance(v, (list, tuple))},
-                        {"final_test_acc": self.best["value"] if self.best["metric"] == "last" else None,
-                         "best_val_acc": self.best["value"] if self.best["metric"] == "val_acc" else None})
-        if self.best["metric"] == "val_acc":
-            summary = f"best val_acc {self.best['value']:.4f} at epoch {self.best['epoch']} (checkpoints/best.pt)"
+        self.tb.hparams({k: v for k, v in self.settings.flags.items() if not isinstance(v, (list, tuple))},
+                        {"final_test_acc": self.best.value if self.best.metric == "last" else None,
+                         "best_val_acc": self.best.val_acc})
+        b = self.best
+        if b.metric == "val_acc":
+            summary = f"best val_acc {b.value:.4f} at epoch {b.epoch} (checkpoints/best.pt)"
         else:
-            summary = f"last epoch {self.best['epoch']}, test acc {self.best['value']:.4f} (checkpoints/last.pt)"
+            summary = f"last epoch {b.epoch}, test acc {b.value:.4f} (checkpoints/last.pt)"
         self.log.info(f"finished: {summary}; run directory {self.run.path}")
         return 0
 
     def _status(self, state: str, message: str = "") -> None:
         if self.main and self.started:
             try:
-                self.run.write_status(state, epoch=self.state.epoch, epochs=self.args.epochs, message=message,
-                                      step=self.state.global_step, world_size=self.info.world_size)
+                self.run.write_status(state, epoch=self.state.epoch, epochs=self.settings.optim.epochs,
+                                      message=message, step=self.state.global_step, world_size=self.info.world_size)
             except PerceiverError:
                 if state != "failed":  # "failed" is written while reporting an error: that error is the news
                     raise

@@ -94,10 +94,9 @@ def run_train(tmp_path):
 
 def bundle_of(run_dir: Path):
     """The DataBundle a run was trained on, rebuilt from its config.json."""
-    import argparse
     import json
 
-    from perceiver.data import build_dataset
+    from perceiver.data import DataSettings, build_dataset
 
     args = json.loads((run_dir / "config.json").read_text())["args"]
-    return build_dataset(argparse.Namespace(**args))
+    return build_dataset(DataSettings.from_flags(args))

@@ -76,15 +76,91 @@ def test_timed_rounds_alternate_the_order_and_summarise_each_function():
         assert t["n"] == 3 and len(t["all_s"]) == 3 and t["min_s"] <= t["median_s"] <= t["max_s"]
 
 
+# ------------------------------------------------------------------------------------------ the GPU check
+
+
 @pytest.mark.slow
-def test_gpu_check_smoke_on_cpu_writes_every_key(tmp_path):
+def test_gpu_check_smoke_on_cpu_runs_every_section_compiled_and_writes_after_each(tmp_path, monkeypatch):
     from benchmarks import gpu_check
-    out = gpu_check.main(["--device", "cpu", "--smoke", "--json", str(tmp_path / "gpu.json"), "--iters", "1",
-                          "--sections", "trainpy", "plain", "mfu"])
+    path = tmp_path / "gpu.json"
+    written = []  # the sections the file held at each write
+    real_write = gpu_check.write
+
+    def write(out, json_path):
+        real_write(out, json_path)
+        written.append(dict(json.loads(path.read_text())["sections"]))
+    monkeypatch.setattr(gpu_check, "write", write)
+    gpu_check.main(["--device", "cpu", "--smoke", "--json", str(path), "--iters", "1", "--budget_s", "3000"])
+    saved = json.loads(path.read_text())
+    assert set(saved["sections"]) == set(gpu_check.SECTIONS)  # the file's keys are sorted
+    assert {k: v["status"] for k, v in saved["sections"].items()} == {k: "done" for k in gpu_check.SECTIONS}
+    for i, name in enumerate(gpu_check.SECTIONS):  # each section's figures reached the file when it finished
+        assert any(w.get(name, {}).get("status") == "done" and len(w) == i + 1 for w in written), name
+    for run in ("trainpy_fast", "trainpy_cudagraphs", "trainpy_fast_seed1"):  # compiled, and compiled once
+        assert saved[run]["epochs"] == 2 and saved[run]["recompiles"] == 0 and saved[run]["graph_breaks"] == 0, run
+    assert saved["trainpy_plain"]["data_on_device"] is False and saved["trainpy_fast"]["data_on_device"] is False
+    acc = saved["fast_vs_plain_acc"]
+    assert len(acc["fast"]) == len(acc["plain"]) == 2 and acc["test_images"] == 32 and acc["se"] > 0
+    assert saved["goals"]["fast_vs_plain_acc_diff"]["verdict"] == acc["verdict"]
+    assert 0 < saved["exp1_large_batch_mfu"] and saved["absorb_vs_project_speed"] > 0
+    peer = saved["peer"]["samples_per_s"]
+    assert {"ours+bf16+compile", "ours-no-absorb+bf16+compile"} <= set(peer)
+    if importlib.util.find_spec("transformers") is not None:
+        assert "hf+bf16" in peer and saved["exp1_vs_hf_train_speed"] > 0
+    if HAVE_THEIRS:
+        assert saved["exp1_vs_peer_train_speed"] > 0
+
+
+def test_gpu_check_skips_what_will_not_fit_the_budget_and_says_why(tmp_path):
+    from benchmarks import gpu_check
+    out = gpu_check.main(["--device", "cpu", "--smoke", "--json", str(tmp_path / "gpu.json"), "--budget_s", "60",
+                          "--sections", "trainpy", "peer"])
     saved = json.loads((tmp_path / "gpu.json").read_text())
-    for key in ("device", "torch", "date", "exp1_b64_trainpy_samples_per_s", "compile_s", "exp1_large_batch_mfu",
-                "fast_vs_plain_acc_diff", "goals"):
-        assert key in saved, key
-    assert saved["trainpy_fast"]["epochs"] == 2 and saved["trainpy_plain"]["data_on_device"] is False
-    assert saved["trainpy_fast"]["data_on_device"] is False  # auto: the device path is for CUDA
-    assert 0 < out["exp1_large_batch_mfu"] and not out.get("errors")
+    for name in ("trainpy", "peer"):  # planned at 150 s and 120 s on a CPU
+        status = saved["sections"][name]["status"]
+        assert status.startswith("skipped: estimated") and "planning figure" in status, status
+    assert out["goals"]["exp1_b64_trainpy_samples_per_s"]["met"] is None
+
+
+@pytest.mark.slow
+def test_a_killed_gpu_check_keeps_the_sections_it_finished(tmp_path):
+    """The process is killed (SIGKILL) as its second section starts: the first section's figures are on disk."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, _subprocess_env
+    path = tmp_path / "gpu.json"
+    code = ("import os, sys; from benchmarks import gpu_check; "
+            "gpu_check.section_peer = lambda *a: os.kill(os.getpid(), 9); "
+            f"gpu_check.main(sys.argv[1:])")
+    res = subprocess.run([sys.executable, "-c", code, "--device", "cpu", "--smoke", "--no_compile", "--iters", "1",
+                          "--json", str(path), "--sections", "mfu", "peer"], cwd=REPO, env=_subprocess_env(),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == -9, res.stderr[-2000:]
+    saved = json.loads(path.read_text())
+    assert saved["sections"]["mfu"]["status"] == "done" and saved["exp1_large_batch_mfu"] > 0
+    assert "status" not in saved["sections"].get("peer", {})
+
+
+@pytest.mark.parametrize("fast, plain, verdict", [
+    ([0.80, 0.80], [0.80, 0.79], "undecided"),   # 1,000 images: one standard error is about 0.013
+    ([0.60, 0.62], [0.80, 0.82], "not met"),
+])
+def test_the_accuracy_comparison_is_decided_beyond_the_test_sets_noise(fast, plain, verdict):
+    from benchmarks import gpu_check
+    out = {"trainpy_fast": {"test_acc": fast[0]}, "trainpy_fast_seed1": {"test_acc": fast[1]},
+           "trainpy_plain": {"test_acc": plain[0], "test_samples": 1000}, "trainpy_plain_seed1": {"test_acc": plain[1]}}
+    gpu_check.compare_accuracy(out)
+    mf, mp = sum(fast) / 2, sum(plain) / 2
+    se = (mf * (1 - mf) / 2000 + mp * (1 - mp) / 2000) ** 0.5
+    acc = out["fast_vs_plain_acc"]
+    assert out["fast_vs_plain_acc_diff"] == pytest.approx(abs(mf - mp)) and acc["se"] == pytest.approx(se)
+    assert acc["verdict"] == verdict and gpu_check.goals(out)["fast_vs_plain_acc_diff"]["met"] is {
+        "met": True, "not met": False}.get(verdict)
+
+
+def test_the_accuracy_goal_is_met_with_a_large_enough_test_set():
+    from benchmarks import gpu_check
+    out = {"trainpy_fast": {"test_acc": 0.801}, "trainpy_plain": {"test_acc": 0.800, "test_samples": 1_000_000}}
+    gpu_check.compare_accuracy(out)
+    assert out["fast_vs_plain_acc"]["verdict"] == "met" and gpu_check.goals(out)["fast_vs_plain_acc_diff"]["met"]

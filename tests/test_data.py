@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from perceiver.components import eval_view
-from perceiver.data import AUTO_AUGMENT, DATASET_DEFAULTS, DATASETS, add_data_args, build_dataset, validate_data_args
+from perceiver.data import AUTO_AUGMENT, DATASET_DEFAULTS, DATASETS, DataSettings, add_data_args, build_dataset
 from perceiver.data import cifar10 as cifar_module
 from perceiver.data import download as download_module
 from perceiver.data import points as points_module
@@ -37,8 +37,8 @@ def no_network(monkeypatch):
     return calls
 
 
-def ns(**flags) -> argparse.Namespace:
-    return argparse.Namespace(seed=0, **flags)
+def ns(**flags) -> DataSettings:
+    return DataSettings.from_flags({"seed": 0, **flags})
 
 
 # ----------------------------------------------------------------------------------------------------- CIFAR-10
@@ -365,7 +365,7 @@ SMALL = dict(shapes_train_size=200, shapes_test_size=50)
 def test_shapes2d(tmp_path):
     a = build_dataset(ns(dataset="shapes2d", **SMALL))
     again = build_dataset(ns(dataset="shapes2d", **SMALL))
-    other = build_dataset(argparse.Namespace(dataset="shapes2d", seed=1, **SMALL))
+    other = build_dataset(ns(dataset="shapes2d", seed=1, **SMALL))
     assert np.array_equal(a.train.images, again.train.images) and np.array_equal(a.test.masks, again.test.masks)
     assert not np.array_equal(a.train.images, other.train.images)
     assert not np.array_equal(a.train.images[:50], a.test.images)  # train and test from different streams
@@ -397,7 +397,7 @@ def test_shapes2d_permuted():
 def test_shapes3d():
     a = build_dataset(ns(dataset="shapes3d", shapes_num_points=64, **SMALL))
     again = build_dataset(ns(dataset="shapes3d", shapes_num_points=64, **SMALL))
-    other = build_dataset(argparse.Namespace(dataset="shapes3d", seed=1, shapes_num_points=64, **SMALL))
+    other = build_dataset(ns(dataset="shapes3d", seed=1, shapes_num_points=64, **SMALL))
     assert np.array_equal(a.train.points, again.train.points) and not np.array_equal(a.train.points, other.train.points)
     assert (a.kind, a.num_tokens, a.in_channels, a.pos_dim, a.positions) == ("pointcloud", 64, 3, 3, None)
     assert list(np.bincount(a.train.labels)) == [20] * 10 and list(np.bincount(a.test.labels)) == [5] * 10
@@ -413,7 +413,10 @@ def parse(argv):
     parser = argparse.ArgumentParser()
     add_data_args(parser)
     args = parser.parse_args(argv)
-    validate_data_args(parser, args)
+    try:
+        DataSettings.from_flags(vars(args)).check()
+    except ValueError as e:
+        parser.error(str(e))
     return args
 
 

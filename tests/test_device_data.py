@@ -64,6 +64,18 @@ def test_deterministic_batches_equal_the_dataloader_batches(make, shard):
         assert torch.equal(ya, yb)
 
 
+def test_drop_last_serves_the_full_batches_of_the_dataloader():
+    dataset = image_set()  # 24 images: 4 batches of 5 and one of 4
+    sampler = EpochSampler(dataset, info=DistInfo(), seed=7)
+    ref = list(DataLoader(dataset, batch_size=5, sampler=sampler, drop_last=True))
+    device = DeviceBatches(dataset, sampler=sampler, batch_size=5, device=CPU, drop_last=True)
+    got = list(device)
+    assert len(got) == len(ref) == len(device) == 4
+    for (xa, ya), (xb, yb) in zip(ref, got):
+        torch.testing.assert_close(xb, xa, rtol=1e-6, atol=1e-6)
+        assert torch.equal(ya, yb)
+
+
 def test_a_resumed_epoch_replays_the_same_augmented_batches():
     dataset = image_set(augment=True, pad=2)
     _, full, _ = both_paths(dataset, epoch=3)

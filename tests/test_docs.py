@@ -475,3 +475,21 @@ def test_no_development_process_words_in_docs_code_or_tests():
             for m in pattern.finditer(line):
                 hits.append(f"{rel(path)}:{n}: {m.group(0)!r} in {line.strip()[:120]}")
     assert not hits, "development-process words (say what the project is or does instead):\n" + "\n".join(hits)
+
+
+#: the folders of the repository whose files the documentation names
+REPO_DIRS = ("perceiver", "benchmarks", "tests", "docs", ".ci")
+
+
+def test_every_repository_path_the_docs_name_exists():
+    """README.md and docs/*.md name only files and folders that exist, except the files they show a command writing
+    (``--json PATH``, ``JSON=PATH``); run directories (logs/) and data folders are a user's, not the repository's."""
+    missing = []
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        written = set(re.findall(r"(?:--json\s+|JSON=)([\w./-]+)", text))
+        for path in re.findall(rf"(?<![\w./-])((?:{'|'.join(re.escape(d) for d in REPO_DIRS)})/[\w./-]*)", text):
+            path = path.rstrip(".")
+            if path not in written and not (REPO / path).exists():
+                missing.append(f"{doc.relative_to(REPO)}: {path}")
+    assert not missing, f"named but absent: {sorted(set(missing))}"

@@ -1,5 +1,5 @@
-"""Engine pieces in-process: the step loop (accumulation, AMP, no host sync, non-finite losses), evaluation,
-samplers, checkpoints, RNG state."""
+"""Engine pieces in-process: the step loop (accumulation, AMP, non-finite losses), evaluation, samplers,
+checkpoints, RNG state (host reads of the step loop: tests/test_host_sync.py)."""
 import random
 
 import numpy as np
@@ -9,7 +9,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from perceiver.checkpoint import capture_rng, config_diff, load_checkpoint, restore_rng, save_checkpoint
 from perceiver.distributed import DistInfo, EpochSampler, ShardSampler
-from perceiver.engine import EpochResult, LoopState, NonFiniteLossError, Stop, evaluate, train_one_epoch
+from perceiver.engine import (EpochResult, LearningRate, LoopState, NonFiniteLossError, Stop, evaluate,
+                              train_one_epoch)
 from perceiver.step import TrainStep, setup_amp
 from perceiver.errors import CheckpointError
 from perceiver.model import Perceiver, PerceiverConfig
@@ -42,7 +43,7 @@ def points_data(n=16, tokens=12, seed=0):
 def _train(model, loader, accum, opt=None, amp=None, state=None, **kw) -> tuple[EpochResult, object]:
     opt = opt or torch.optim.SGD(model.parameters(), lr=0.5)
     step = TrainStep(model, opt, pos=None, amp=amp or setup_amp(False, CPU), grad_clip=kw.pop("grad_clip", 0.0))
-    res = train_one_epoch(step, loader, state=state or LoopState(), lr_at=lambda s: opt.param_groups[0]["lr"],
+    res = train_one_epoch(step, loader, state=state or LoopState(), lr=lambda g, t: opt.param_groups[0]["lr"],
                           accum_steps=accum, show_progress=False, **kw)
     return res, opt
 
@@ -80,38 +81,6 @@ def test_epoch_metrics_equal_an_independent_computation():
         logits = model(data.tensors[0])
     assert res.loss == pytest.approx(torch.nn.functional.cross_entropy(logits, data.tensors[1]).item(), rel=1e-5)
     assert res.acc == pytest.approx((logits.argmax(1) == data.tensors[1]).float().mean().item())
-
-
-def test_the_step_loop_never_reads_the_device_between_sync_points(monkeypatch):
-    """Every host read goes through the loop's sync points: with sync_every larger than the epoch, one per epoch."""
-    import perceiver.engine as engine
-    model = tiny_model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    step = TrainStep(model, opt, pos=None, amp=setup_amp(False, CPU), grad_clip=1.0)
-    loader = list(DataLoader(points_data(24), batch_size=4))  # batches made up front: the data side may read
-    reads, inside_sync = [], [False]
-
-    def forbid(name):
-        real = getattr(torch.Tensor, name)
-
-        def guarded(self, *a, **k):
-            if not inside_sync[0]:
-                raise AssertionError(f"Tensor.{name} inside the step loop")
-            reads.append(name)
-            return real(self, *a, **k)
-        monkeypatch.setattr(torch.Tensor, name, guarded)
-
-    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy"):
-        forbid(name)
-    real_reduce = engine.all_reduce
-
-    def reduce_marks_sync(tensor, info, op="sum"):  # the loop's reads all follow one of these
-        inside_sync[0] = True
-        return real_reduce(tensor, info, op)
-    monkeypatch.setattr(engine, "all_reduce", reduce_marks_sync)
-    res = train_one_epoch(step, loader, state=LoopState(), lr_at=lambda s: 0.1, sync_every=1000,
-                          show_progress=False, on_steps=lambda recs: None)
-    assert res.steps == 6 and reads  # six steps, read back only after the loop
 
 
 def test_amp_bf16_autocast_runs_on_cpu():
@@ -159,7 +128,7 @@ def test_non_finite_loss_is_reported_at_the_step_it_happened(monkeypatch, sync_e
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     step = TrainStep(model, opt, pos=None, amp=setup_amp(False, CPU))
     with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 1 step 2"):
-        train_one_epoch(step, DataLoader(points_data(16), batch_size=4), state=LoopState(), lr_at=lambda s: 0.5,
+        train_one_epoch(step, DataLoader(points_data(16), batch_size=4), state=LoopState(), lr=lambda g, t: 0.5,
                         on_steps=records.extend, sync_every=sync_every, show_progress=False)
     assert [r.step for r in records] == [1]  # only the steps before the bad one are reported
 
@@ -170,9 +139,38 @@ def test_a_stop_wish_ends_the_epoch_at_that_step():
     state = LoopState()
     wishes = iter([Stop.NO, Stop.NO, Stop.SIGNAL])
     res = train_one_epoch(TrainStep(model, opt, pos=None, amp=setup_amp(False, CPU)),
-                          DataLoader(points_data(24), batch_size=4), state=state, lr_at=lambda s: 0.1,
+                          DataLoader(points_data(24), batch_size=4), state=state, lr=lambda g, t: 0.1,
                           wants_stop=lambda: next(wishes), show_progress=False)
-    assert res.stop == Stop.SIGNAL and not res.complete and state.batch == 3 and res.sums.n == 12
+    assert res.stop == Stop.SIGNAL and not res.complete and res.state.batch == 3 and res.sums.n == 12
+    assert state == LoopState()  # the state given is left as it was: the result holds the new one
+
+
+def test_the_rate_of_each_step_is_a_function_of_the_steps_done_and_the_clock():
+    from perceiver.schedule import LRSchedule, progress
+
+    schedule = LRSchedule("cosine", base_lr=0.4, epochs=4, steps_per_epoch=3, warmup_epochs=1)
+    fixed = LearningRate(schedule, steps_per_epoch=3, epochs=4)
+    assert [fixed(k) for k in range(12)] == [schedule.lr_at_step(k) for k in range(12)]
+    assert fixed(5, 1e9) == fixed(5)  # without a budget the clock is not read
+    budget = LearningRate(schedule, steps_per_epoch=3, epochs=4, max_time=100.0)
+    t = progress(step=2, steps_per_epoch=3, epochs=4, elapsed_s=50.0, max_time_s=100.0)
+    assert budget(2, 50.0) == schedule.lr_at(t, step=2) and budget(2, 50.0) < budget(2, 10.0)
+
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen, ticks = [], iter(range(100))
+
+    def rate(global_step, elapsed_s):
+        seen.append((global_step, elapsed_s))
+        return 0.01 * (global_step + 1)
+    state = LoopState(epoch=2, global_step=6)
+    res = train_one_epoch(TrainStep(model, opt, pos=None, amp=setup_amp(False, CPU)),
+                          DataLoader(points_data(12), batch_size=4), state=state, lr=rate,
+                          clock=lambda: float(next(ticks)), show_progress=False)
+    assert seen == [(6, 0.0), (7, 1.0), (8, 2.0)]  # the steps done so far, and one clock reading per step
+    assert res.lr == pytest.approx(0.09) and opt.param_groups[0]["lr"] == pytest.approx(0.09)
+    assert (res.state.epoch, res.state.batch, res.state.global_step) == (2, 3, 9) and res.complete
+    assert res.state.next_epoch() == LoopState(epoch=3, batch=0, global_step=9)
 
 
 def test_epoch_sampler_order_depends_on_seed_and_epoch_only_and_skips():

@@ -1,4 +1,4 @@
-"""The exact speed-ups of perceiver/kernels.py compute what the plain model of perceiver/model.py computes.
+"""The exact speed-ups of perceiver/kernels.py compute what the plain blocks of perceiver/blocks.py compute.
 
 Each case builds the plain model and the fast one from the same config (only the kernel fields differ), loads the
 same weights into both, and compares logits, attention maps and every gradient in float64.
@@ -8,7 +8,8 @@ import torch
 
 from perceiver import kernels
 from perceiver.kernels import FastCrossAttention, FastMLP, ScaledSoftmax
-from perceiver.model import MLP, Perceiver, PerceiverConfig, Tokens
+from perceiver.blocks import MLP, Tokens
+from perceiver.model import Perceiver, PerceiverConfig
 from perceiver.position import grid_positions
 
 # input_norm off by default here (the plain projection of [x, pe]); it has its own cases.
@@ -77,11 +78,10 @@ def test_fast_cross_attention_matches_the_plain_model(kw, pos, kernel):
 def test_auto_picks_the_cheap_evaluation_for_each_shape():
     _, fast = pair()
     layer = fast.cross_layers[0]
-    pe = torch.zeros(64, layer.pe_features)
-    assert layer.plan(6, 3, pe) == "absorb"  # 18 position features, heads 32 wide
-    assert layer.plan(6, 3, torch.zeros(64, 40)) == "shared_kv"
+    assert layer.plan(6, 3, layer.pe_features) == "absorb"  # 18 position features, heads 32 wide
+    assert layer.plan(6, 3, 40) == "shared_kv"
     layer.heads = 4
-    assert layer.plan(6, 3, torch.zeros(64, 40)) == "project"
+    assert layer.plan(6, 3, 40) == "project"
 
 
 @pytest.mark.parametrize("bands, mode", [(4, "absorb"), (16, "shared_kv")])
@@ -92,7 +92,33 @@ def test_the_input_norm_keeps_shared_positions_on_the_cheap_evaluations(bands, m
     tokens = Tokens(x, fast.position_features(x, POSITIONS["grid"]()))
     parts = layer._parts(tokens)
     assert parts.ps is not None and parts.ps.shape == (64, layer.pe_features)  # no per-sample position features
-    assert layer.plan(6, parts.xs.shape[-1], parts.ps) == mode
+    assert layer.plan(6, parts.xs.shape[-1], parts.ps.shape[-1]) == mode
+
+
+@pytest.mark.parametrize("kw, pos", [
+    (dict(), "grid"), (dict(fourier_bands=16), "grid"), (dict(fourier_bands=16, cross_heads=4), "grid"),
+    (dict(input_norm=True), "grid"), (dict(output_pooling="cls", cross_dim=64, cross_heads=2), "grid"),
+    (dict(pos_dim=3, pos_from_input=True), None), (dict(pos_dim=3, pos_from_input=True, cross_heads=4), None),
+    (dict(cross_kernel="project"), "grid"), (dict(gelu_recompute=False), "grid"),
+])
+def test_the_kernel_plan_names_what_the_forward_pass_runs(monkeypatch, kw, pos):
+    plain, fast = pair(**kw)
+    ran = {}
+    real_plan = FastCrossAttention.plan
+
+    def spy(layer, *args):
+        mode = real_plan(layer, *args)
+        ran[next(n for n, m in fast.named_modules() if m is layer)] = mode
+        return mode
+    monkeypatch.setattr(FastCrossAttention, "plan", spy)
+    x = torch.rand(2, 64, 3, dtype=torch.double) * 2 - 1
+    fast(x, POSITIONS[pos]())
+    plan = fast.kernel_plan()
+    assert ran and {name: plan[name] for name in ran} == ran
+    assert set(plan) == {n for n, m in fast.named_modules() if isinstance(m, (FastCrossAttention, FastMLP))}
+    mlp = "plain" if kw.get("gelu_recompute") is False else "recompute_gelu"
+    assert {plan[n] for n in plan if n not in ran} == {mlp}
+    assert set(plain.kernel_plan().values()) == {"plain"} and plain.kernel_plan().keys() == plan.keys()
 
 
 def test_the_input_norm_in_float32_stays_close_to_the_plain_model():

@@ -224,7 +224,7 @@ def test_cross_dim_sets_the_width_of_queries_keys_and_values():
     assert layer.proj.weight.shape == (16, 24)
     _, attn = model(torch.randn(2, 16, 3), grid_positions(4, 4), return_attention=True)
     assert attn["cross"][0].shape == (2, 3, 6, 16)
-    with pytest.raises(ValueError, match="cross-attention width"):
+    with pytest.raises(ValueError, match=r"cross_dim \(10\) must be divisible by cross_heads \(3\); e.g. cross_dim 9"):
         tiny(cross_dim=10, cross_heads=3)
 
 
@@ -241,7 +241,7 @@ def test_configs_saved_before_the_new_fields_load_as_they_were_trained():
 
 
 def test_stochastic_depth_drops_whole_samples_and_keeps_the_expectation():
-    from perceiver.model import DropPath
+    from perceiver.blocks import DropPath
     drop = DropPath(0.25).train()
     x = torch.ones(4000, 3, 5)
     y = drop(x)

@@ -243,6 +243,62 @@ def test_state_dict_round_trip_is_bitwise(foreach):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# capturable: step counts and bias corrections on the device, nothing read back
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("foreach", [True, False])
+@pytest.mark.parametrize("bias_correction", [True, "step_size", False])
+def test_capturable_computes_the_same_steps_as_host_counts(foreach, bias_correction):
+    kw = dict(lr=0.01, weight_decay=0.05, foreach=foreach, bias_correction=bias_correction)
+    host, _ = _run(lambda ps: Lamb(ps, **kw), groups=True)
+    dev, opt = _run(lambda ps: Lamb(ps, capturable=True, **kw), groups=True)
+    # the corrections are float32 tensors instead of Python floats: equal to float32 rounding
+    _assert_params_close(dev, host, rtol=2e-5, atol=1e-6)
+    assert {opt.state[p]["step"].item() for p in opt.state} == {6}
+
+
+@pytest.mark.parametrize("capturable", [True, False])
+def test_a_step_reads_back_only_host_step_counts(capturable):
+    """At the dispatcher (tests/host_reads.py): with `capturable` nothing is read; without, only the host counts."""
+    from host_reads import HostReads
+
+    model = _mlp()
+    opt = Lamb(param_groups(model, 0.05), lr=0.01, capturable=capturable)
+    for group in opt.param_groups:
+        group["lr"] = torch.tensor(0.01)  # as the compiled step holds it
+    counts = lambda t: "counts" if any(t is s["step"] for s in opt.state.values()) else None  # noqa: E731
+    reads = HostReads(host=counts)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        _random_grads(model, gen)
+        with reads.watching():
+            opt.step()
+    assert not reads.found
+    assert reads.named == ({} if capturable else {"counts": 3 * len(opt.state)})
+
+
+def test_capturable_resumes_from_host_counts():
+    """A checkpoint of an optimizer with host counts, loaded where counts live on the device (a compiled run)."""
+    ref, _ = _run(lambda ps: Lamb(ps, lr=0.01), steps=6)
+    model = _mlp()
+    opt = Lamb(model.parameters(), lr=0.01)
+    gen = torch.Generator().manual_seed(1234)
+    for _ in range(3):
+        _random_grads(model, gen)
+        opt.step()
+    state = opt.state_dict()
+    opt = Lamb(model.parameters(), lr=0.01, capturable=True)
+    opt.load_state_dict(state)
+    for group in opt.param_groups:
+        group["capturable"] = True  # what the compiled step sets after loading
+    for _ in range(3):
+        _random_grads(model, gen)
+        opt.step()
+    _assert_params_close([p.detach() for p in model.parameters()], ref, rtol=2e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -260,6 +316,7 @@ def test_state_dict_round_trip_is_bitwise(foreach):
         (dict(clamp_value=0.0), "clamp_value"),
         (dict(bias_correction="adam"), "bias_correction"),
         (dict(trust_ratio="yes"), "trust_ratio"),
+        (dict(capturable=1), "capturable"),
     ],
 )
 def test_invalid_arguments_raise_value_error(kwargs, match):

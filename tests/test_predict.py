@@ -157,3 +157,132 @@ def test_missing_run_is_one_line_exit_1_from_the_real_entry_point(tmp_path):
                            "a.png"], capture_output=True, text=True, cwd=REPO, env=_subprocess_env(), timeout=300)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.strip() == f"error: {tmp_path / 'nope'}: no such run directory or checkpoint file"
+
+
+# ------------------------------------------------------------------------ what can be wrong with a file
+
+
+def png_header_only(path, width, height):
+    """A PNG that declares width x height 8-bit grey pixels but holds next to no data: a decompression bomb's
+    header (Pillow decides at the header, before decoding)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width,height", [(30000, 30000), (10000, 10000)])  # over Pillow's error / warning limit
+def test_too_many_pixels_is_one_line_with_the_limit_and_the_others_are_classified(runs, tmp_path, capsys, width,
+                                                                                  height):
+    run = runs["plain"]
+    bomb = tmp_path / "bomb.png"
+    png_header_only(bomb, width, height)
+    assert bomb.stat().st_size < 200
+    good = tmp_path / "good.png"
+    Image.fromarray(bundle_of(run).test.images[0]).save(good)
+    code, out, err = run_predict(["--run_dir", run, bomb, good], capsys)
+    assert code == 1
+    assert len(out) == 1 and out[0].startswith(f"{good}: ")
+    assert err == [f"error: {bomb} is too large to read: {width * height:,} pixels, over the limit of "
+                   f"{Image.MAX_IMAGE_PIXELS:,} pixels (Pillow's guard against decompression bombs); shrink it first"]
+
+
+def _gradient16():
+    return (np.arange(32 * 32).reshape(32, 32) * 64 + 5).astype(np.uint16)  # 1024 distinct values over 0..65535
+
+
+HIGH_DEPTH = {  # name -> (write the file, the 8-bit grey image it stands for)
+    "png_16bit": (lambda p: Image.fromarray(_gradient16()).save(p.with_suffix(".png")),
+                  lambda: np.rint(_gradient16() * (255 / 65535))),
+    "tiff_16bit": (lambda p: Image.fromarray(_gradient16()).save(p.with_suffix(".tif")),
+                   lambda: np.rint(_gradient16() * (255 / 65535))),
+    "tiff_float": (lambda p: Image.fromarray(_gradient16().astype(np.float32) / 65535).save(p.with_suffix(".tif")),
+                   lambda: np.rint(_gradient16().astype(np.float32) / 65535 * 255)),
+    "tiff_32bit_8bit_values": (lambda p: Image.fromarray((_gradient16() // 257).astype(np.int32)).save(
+        p.with_suffix(".tif")), lambda: (_gradient16() // 257).astype(np.float64)),
+}
+
+
+@pytest.mark.parametrize("name", HIGH_DEPTH)
+def test_high_depth_images_are_scaled_from_their_full_range(runs, tmp_path, name):
+    write, expected = HIGH_DEPTH[name]
+    write(tmp_path / "img")
+    path = next(tmp_path.glob("img.*"))
+    reference = tmp_path / "reference.png"
+    grey = expected().astype(np.uint8)
+    assert len(np.unique(grey)) > 200  # a clipping conversion would leave a handful
+    Image.fromarray(np.repeat(grey[..., None], 3, -1)).save(reference)
+    loaded = load_model(runs["plain"])
+    x, _ = prepare_input(path, loaded.facts)
+    assert torch.equal(x, prepare_input(reference, loaded.facts)[0])
+
+
+def test_uint16_arrays_are_scaled_too(runs):
+    loaded = load_model(runs["plain"])
+    rgb16 = np.repeat(_gradient16()[..., None], 3, -1)
+    want = np.rint(rgb16 * (255 / 65535)).astype(np.uint8)
+    assert torch.equal(prepare_input(rgb16, loaded.facts)[0], prepare_input(want, loaded.facts)[0])
+
+
+@pytest.mark.parametrize("array,message", [
+    (np.linspace(0, 3, 32 * 32, dtype=np.float32).reshape(32, 32),
+     "a floating-point image must hold values in [0, 1], got [0, 3]: its white level is unknown"),
+    (np.full((32, 32), np.nan, np.float32), "the image holds NaN or infinite values"),
+    (np.arange(32 * 32, dtype=np.int32).reshape(32, 32) * 70,
+     "a 32-bit integer image (I) with values in [0, 71610]: its white level is unknown"),
+])
+def test_high_depth_images_without_a_known_white_level_are_refused_in_one_line(runs, tmp_path, capsys, array,
+                                                                               message):
+    run = runs["plain"]
+    bad = tmp_path / "bad.tif"
+    Image.fromarray(array).save(bad)
+    good = tmp_path / "good.png"
+    Image.fromarray(bundle_of(run).test.images[1]).save(good)
+    code, out, err = run_predict(["--run_dir", run, bad, good], capsys)
+    assert code == 1 and len(out) == 1 and out[0].startswith(f"{good}: ")
+    assert len(err) == 1 and err[0].startswith(f"error: {bad}: {message}")
+
+
+def test_a_folder_stands_for_its_image_files(runs, tmp_path, capsys):
+    run = runs["plain"]
+    images = bundle_of(run).test.images
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for name, i in (("b.png", 0), ("a.JPG", 1), ("sub/c.png", 2)):
+        Image.fromarray(images[i]).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = run_predict(["--run_dir", run, folder], capsys)
+    assert code == 0 and err == []
+    assert [line.split(": ")[0] for line in out] == [str(folder / "a.JPG"), str(folder / "b.png")]
+    code, out, err = run_predict(["--run_dir", run, empty, folder / "b.png"], capsys)
+    assert code == 1 and [line.split(": ")[0] for line in out] == [str(folder / "b.png")]
+    assert err == [f"error: {empty} is a folder with no image files (.png, .jpg, .jpeg, .bmp, .gif, .tif, .tiff, "
+                   f".webp, .ppm, .pgm) directly in it; pass the files themselves"]
+
+
+def test_any_other_failure_of_one_file_is_its_own_line(runs, tmp_path, capsys, monkeypatch):
+    from perceiver import inference
+
+    run = runs["plain"]
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"img{i}.png")
+        Image.fromarray(bundle_of(run).test.images[i]).save(files[-1])
+    real = inference.read_input_file
+
+    def flaky(path, kind):
+        if str(path).endswith("img1.png"):
+            raise MemoryError("cannot allocate 12 GB")
+        return real(path, kind)
+
+    monkeypatch.setattr(inference, "read_input_file", flaky)
+    code, out, err = run_predict(["--run_dir", run, *files], capsys)
+    assert code == 1
+    assert [line.split(": ")[0] for line in out] == [str(files[0]), str(files[2])]
+    assert err == [f"error: {files[1]}: could not be classified (MemoryError: cannot allocate 12 GB)"]

@@ -1,12 +1,14 @@
 """train.py --preset / --config: a preset is the specification's command, typed flags override it, a run's
 config.json restarts the same run, bad files give one line."""
+import argparse
 import json
 import shlex
 
 import pytest
 
 import train
-from perceiver.presets import PRESETS, with_presets
+from perceiver import cli
+from perceiver.presets import PRESETS
 
 # The three commands of the specification (shared/spec/seed-readme.md, "Esperimenti"), copied verbatim.
 SPEC_EXPERIMENTS = {
@@ -100,8 +102,8 @@ def spec_argv(name: str) -> list[str]:
 
 def resolved(argv):
     """What train.py would run with: the parsed, dataset-resolved arguments and the flags counted as typed."""
-    args, explicit = with_presets(train.build_parser, argv, resolve=train.resolve_defaults)
-    return vars(train.resolve_defaults(args)), explicit
+    args, explicit = cli.with_presets(train.build_parser, argv)
+    return vars(cli.resolve_defaults(args)), explicit
 
 
 @pytest.mark.parametrize("name", ["exp1", "exp2", "exp3"])
@@ -120,6 +122,26 @@ def test_quickstart_preset_is_the_readme_command():
     assert set(PRESETS) == {"exp1", "exp2", "exp3", "quickstart"}
 
 
+def test_each_named_model_is_defined_once_for_the_presets_the_benchmarks_and_the_demo():
+    from benchmarks.configs import CONFIGS
+    from perceiver.presets import MODELS
+    from perceiver.settings import Settings
+    from perceiver.viz import demo
+
+    for preset, model in (("quickstart", "small"), ("exp1", "exp1"), ("exp2", "exp2"), ("exp3", "exp3")):
+        assert MODELS[model].items() <= PRESETS[preset][1].items(), preset
+    # the benchmarks' models: those of the quick start and of experiments 1 and 3, resolved as train.py does
+    sizes = ("fourier_bands", "max_freq", "num_latents", "latent_dim", "num_cross_attend_stages",
+             "num_transformer_blocks", "num_heads")
+    for config, preset in (("small", "quickstart"), ("exp1", "exp1"), ("exp3", "exp3")):
+        model = Settings.from_flags(resolved(["--preset", preset])[0]).model
+        assert {k: CONFIGS[config]["model"][k] for k in sizes} == {k: model[k] for k in sizes}, config
+    # the demo trains the quick start's model
+    demo_model = Settings.from_flags(resolved(demo.train_command("logs")[2:])[0]).model
+    quickstart = Settings.from_flags(resolved(["--preset", "quickstart"])[0]).model
+    assert {k: demo_model[k] for k in sizes} == {k: quickstart[k] for k in sizes}
+
+
 def test_typed_flags_override_the_preset_wherever_they_are():
     for argv in (["--preset", "exp1", "--lr", "0.01", "--epochs", "3"],
                  ["--lr", "0.01", "--epochs", "3", "--preset", "exp1"]):
@@ -133,7 +155,7 @@ def test_typed_flags_override_the_preset_wherever_they_are():
 def test_preset_notes_flags_that_do_not_apply():
     args, explicit = resolved(["--preset", "exp1", "--fourier_bands", "16"])
     assert args["fourier_bands"] == 16
-    notes = train.ignored_flags(train.argparse.Namespace(**args), explicit)
+    notes = cli.ignored_flags(argparse.Namespace(**args), explicit)
     assert notes == ["--cifar10_fourier_bands is overridden by --fourier_bands"]
 
 

@@ -130,6 +130,26 @@ def test_numpy_repickles_in_every_protocol_still_load(tmp_path, protocol):
     assert cifar10.read_batch(path)[1].tolist() == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("protocol", range(6))
+@pytest.mark.parametrize("labels", ["list", "array"])
+def test_empty_batches_are_valid_in_every_protocol(tmp_path, protocol, labels):
+    """Protocols 0-2 write an empty bytes object (an empty array's buffer, an empty name) as a call of bytes()."""
+    path = tmp_path / "data_batch_1"
+    empty = [] if labels == "list" else np.zeros(0, np.int64)
+    path.write_bytes(pickle.dumps({b"data": np.zeros((0, 3072), np.uint8), b"labels": empty, b"batch_label": b"",
+                                   "filenames": [b""]}, protocol=protocol))
+    images, got = cifar10.read_batch(path)
+    assert images.shape == (0, 32, 32, 3) and images.dtype == np.uint8 and got.shape == (0,)
+
+
+def test_bytes_is_admitted_only_without_arguments(tmp_path):
+    path = tmp_path / "test_batch"
+    huge = pickle.dumps((10 ** 12,), 2)[2:-1]  # bytes(10**12): a terabyte of zeros
+    path.write_bytes(b"\x80\x02" + _global("__builtin__", "bytes") + huge + b"R.")
+    with pytest.raises(DataError, match=r"asks for bytes\(1000000000000,\), which a CIFAR-10 file never holds"):
+        cifar10.read_batch(path)
+
+
 @pytest.mark.skipif(not SAMPLE.is_dir(), reason="the real CIFAR-10 sample files are not on this machine")
 def test_the_real_cifar10_files_load(tmp_path):
     images, labels = cifar10.read_batch(SAMPLE / "data_batch_1")

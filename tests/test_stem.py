@@ -107,25 +107,28 @@ MODEL_FLAGS = {  # flag -> (value typed, the PerceiverConfig field and the value
 
 def test_every_model_flag_reaches_the_model_config():
     import train
-    from perceiver.components import model_config, model_flags
+    from perceiver import cli
+    from perceiver.components import model_config
     from perceiver.data import build_dataset
+    from perceiver.settings import Settings
 
+    declared = {f"--{f.name}" for f in PerceiverConfig.flags()}
+    assert declared == set(MODEL_FLAGS)  # a new model option: give it a value above
     parser = train.build_parser()
-    group = next(g for g in parser._action_groups if g.title == "model")
-    assert {a.option_strings[0] for a in group._group_actions} <= set(MODEL_FLAGS)  # a new model flag: add it above
+    assert declared <= {a.option_strings[0] for a in parser._actions if a.option_strings}
     argv = ["--dataset", "shapes2d", "--shapes_train_size", "20", "--shapes_test_size", "10"]
     for flag, (value, _, _) in MODEL_FLAGS.items():
         argv += [flag] if value is None else [flag, value]
-    args = train.resolve_defaults(parser.parse_args(argv))
-    config = model_config(args, build_dataset(args))
+    args, _ = cli.parse(train.build_parser, argv)
+    settings = Settings.from_flags(vars(args))
+    config = model_config(build_dataset(settings.data), settings.model)
     for flag, (_, name, want) in MODEL_FLAGS.items():
         assert getattr(config, name) == want, flag
     assert config.image_size == (32, 32)
     # and back: a resumed checkpoint from before a flag existed takes the flag's value from its model config
-    implied = model_flags(config.to_dict())
-    performance_only = {"kernels", "activation_checkpointing"}  # free to change on resume
+    implied = PerceiverConfig.option_flags(config.to_dict())
     dests = {a.dest for a in parser._actions if a.option_strings and a.option_strings[0] in MODEL_FLAGS}
-    assert sorted(implied) == sorted(dests - performance_only)
+    assert sorted(implied) == sorted(dests)
     assert {name: value for name, value in implied.items() if value != getattr(args, name)} == {}
     defaults = PerceiverConfig(in_channels=3)
     untouched = [f for f in ("num_latents", "latent_dim", "mlp_ratio", "dropout", "stem_width", "cross_heads")
@@ -134,14 +137,12 @@ def test_every_model_flag_reaches_the_model_config():
 
 
 def test_a_stem_model_is_not_scored_on_images_of_another_size():
-    import argparse
-
     from perceiver.components import check_data_fits
-    from perceiver.data import build_dataset
+    from perceiver.data import DataSettings, build_dataset
     from perceiver.errors import CheckpointError
 
-    bundle = build_dataset(argparse.Namespace(dataset="shapes2d", shapes_train_size=20, shapes_test_size=10,
-                                              shapes_num_points=16, seed=0, no_augment=True, permute_pixels=False))
+    bundle = build_dataset(DataSettings.from_flags(dict(dataset="shapes2d", shapes_train_size=20, shapes_test_size=10,
+                                                        shapes_num_points=16, seed=0, no_augment=True)))
     check_data_fits(small_config(num_classes=10, image_size=(32, 32)), bundle, "ckpt.pt")  # fits: no error
     with pytest.raises(CheckpointError, match=r"image_size: model \(5, 7\) vs data \(32, 32\)"):
         check_data_fits(small_config(num_classes=10), bundle, "ckpt.pt")

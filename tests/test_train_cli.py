@@ -223,6 +223,7 @@ BAD_FLAGS = [
     (["--stem", "conv", "--dataset", "shapes3d"], 2, "--stem conv needs an image dataset"),
     (["--stem", "conv", "--stem_width", "0"], 2, "--stem_width"),
     (["--dataset", "cifar10", "--data_dir", "PARTIAL"], 1, "CIFAR-10 files missing"),
+    (["--compile", "--batch_size", "128"], 1, "make no full batch of 128"),
 ]
 
 

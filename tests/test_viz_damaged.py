@@ -37,6 +37,16 @@ def cut_in_half(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
+def rewrite_arrays(path: Path, **edits) -> None:
+    """Rewrite an attention file with some arrays changed: ``name=lambda array: new_array``."""
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    for name, edit in edits.items():
+        arrays[name] = edit(arrays[name])
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
 def damage(run: RunDir, kind: str, epoch: int = 3) -> str:
     """Damage one file of ``run``; returns the start of the warning it must cause."""
     if kind == "truncated_npz":
@@ -45,6 +55,14 @@ def damage(run: RunDir, kind: str, epoch: int = 3) -> str:
     if kind == "random_npz":
         run.attention_path(epoch).write_bytes(np.random.default_rng(0).bytes(5000))
         return f"warning: skipped {run.attention_path(epoch)} (not a readable attention file: not an .npz archive"
+    if kind == "misfit_npz":  # readable, but its maps cover 100 positions of a 12x12 image
+        rewrite_arrays(run.attention_path(epoch), cross=lambda a: a[..., :100])
+        return (f"warning: skipped {run.attention_path(epoch)} (its arrays do not fit together: cross-attention over "
+                f"100 positions for a 12x12 image (144 pixels))")
+    if kind == "other_run_npz":  # consistent in itself, but written by a run with 4 latents where this one has 6
+        run.save_attention(synthetic.make_snapshot("image", epoch, EPOCHS, **{**SMALL, "latents": 4}))
+        return (f"warning: skipped {run.attention_path(epoch)} (it does not fit this run: latents 4 where the run "
+                f"has 6 (config.json))")
     lines = run.metrics_path.read_text().splitlines(keepends=True)
     if kind == "corrupt_middle_line":
         lines[2] = '{"epoch": 3, "train_loss": 1.2\x00\x00\x00garbage\n'
@@ -74,7 +92,8 @@ READS = {"visualize_results": {"npz", "jsonl"}, "visualize_attention": {"npz"},
 
 CASES = [pytest.param(script, kind, marks=[pytest.mark.slow] if script == "demo_visualizations" and
                       kind != "truncated_npz" else [])  # the demo draws every figure: ~10 s a case
-         for script in CLI for kind in ("truncated_npz", "random_npz", "corrupt_middle_line", "torn_last_line")]
+         for script in CLI for kind in ("truncated_npz", "random_npz", "misfit_npz", "other_run_npz",
+                                        "corrupt_middle_line", "torn_last_line")]
 
 
 @pytest.mark.parametrize("script,kind", CASES)
@@ -182,6 +201,49 @@ def test_attention_file_with_inconsistent_arrays(tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(DamagedFileError, match="do not fit"):
         load_attention(path)
+
+
+MISFITS = {  # readable files whose arrays disagree: what is changed -> the reason named
+    "cross_positions": (dict(cross=lambda a: a[..., :100]), "cross-attention over 100 positions for a 12x12 image"),
+    "image_shape": (dict(image_shape=lambda a: np.array([10, 10, 3])), "cross-attention over 144 positions for a "
+                                                                         "10x10 image (100 pixels)"),
+    "probe_images": (dict(inputs=lambda a: a[:, :10]), "probe images (10, 12, 3) for an image shape (12, 12, 3)"),
+    "permutation": (dict(permutation=lambda a: np.zeros(144, np.int64)), "a pixel permutation of shape (144,) that"),
+    "self_attention": (dict(self=lambda a: a[..., :4]), "self-attention (6, 4) between 6 latents"),
+    "probabilities": (dict(probs=lambda a: a[:, :2]), "probabilities (2, 2) for 2 samples of 3 classes"),
+    "predictions": (dict(preds=lambda a: a + 7), "labels or predictions outside the 3 classes"),
+    "points": (dict(inputs=lambda a: a[:, :50]), "cross-attention over 128 positions for probe clouds (2, 50, 3)"),
+}
+
+
+@pytest.mark.parametrize("what", MISFITS)
+def test_readable_attention_files_whose_shapes_disagree_are_damaged(tmp_path, what):
+    edits, reason = MISFITS[what]
+    kind = "pointcloud" if what == "points" else "image"
+    run = synthetic.make_run(tmp_path / "run", kind=kind, epochs=1, attention_epochs=(1,),
+                             permuted=what == "permutation", **SMALL)
+    rewrite_arrays(run.attention_path(1), **edits)
+    with pytest.raises(DamagedFileError) as e:
+        load_attention(run.attention_path(1))
+    assert e.value.reason.startswith(f"its arrays do not fit together: {reason}")
+
+
+@pytest.mark.parametrize("kind", ["image", "pointcloud"])
+def test_nan_attention_maps_are_drawn_with_one_warning_naming_the_file(tmp_path, capsys, kind):
+    run = synthetic.make_run(tmp_path / "run", kind=kind, epochs=EPOCHS, attention_epochs=ATTENTION, **SMALL)
+    rewrite_arrays(run.attention_path(3), cross=lambda a: np.where(np.arange(a.shape[-1]) % 2, np.nan, a),
+                   self=lambda a: a * np.inf)
+    with np.load(run.attention_path(3)) as z:
+        bad, total = int(np.isnan(z["cross"]).sum() + z["self"].size), int(z["cross"].size + z["self"].size)
+    warning = (f"warning: {run.attention_path(3)}: {bad:,} of {total:,} attention weights are NaN or infinite (the "
+               f"model's outputs were not finite at epoch 3); they are drawn blank")
+    for script in ("visualize_attention", "visualize_results", "explorer"):
+        assert CLI[script](script_args(script, run)) == 0
+        assert capsys.readouterr().err.strip().splitlines() == [warning], script
+    assert_png(run.plots_dir / "comprehensive_epoch_3_analysis.png")
+    assert json.loads((run.plots_dir / "training_metrics.json").read_text())["attention_epochs"] == [1, 3, 6]
+    page = (run.plots_dir / "explorer.html").read_text()
+    assert set(re.findall(r'"epoch":(\d+)', page)) == {"1", "3", "6"} and "NaN" not in page
 
 
 # --------------------------------------------------------------------------------------------- the trainer

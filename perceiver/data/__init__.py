@@ -1,4 +1,4 @@
-"""Dataset registry: the `DataBundle` contract, the `data` command-line flags and `build_dataset`.
+"""Dataset registry: the `DataBundle` contract, the `data` command-line flags, `DataSettings` and `build_dataset`.
 
 Every dataset yields `(x, label)` with `x` a float32 `(N, C)` token array (one token per pixel or per point) and
 `label` an int; the bundle carries everything else a model or a visualizer needs (positions, permutation,
@@ -8,8 +8,10 @@ normalisation statistics, class names). The loaders live in `cifar10.py`, `model
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -28,12 +30,25 @@ DATASET_DEFAULTS: dict[str, dict] = {
 }
 
 #: The specification's per-dataset flags: generic flag -> {dataset: that dataset's own flag}. A typed generic flag
-#: wins, then the dataset's own flag, then DATASET_DEFAULTS (train.py's `resolve_defaults`).
+#: wins, then the dataset's own flag, then DATASET_DEFAULTS (`per_dataset_values`).
 PER_DATASET_FLAGS: dict[str, dict[str, str]] = {
     "batch_size": {"cifar10": "batch_size_cifar10", "modelnet40": "batch_size_modelnet40"},
     "fourier_bands": {"cifar10": "cifar10_fourier_bands", "modelnet40": "modelnet40_fourier_bands"},
     "max_freq": {"cifar10": "cifar10_max_freq", "modelnet40": "modelnet40_max_freq"},
 }
+
+
+def per_dataset_values(flags: Mapping) -> dict:
+    """``{generic flag: value}`` for ``flags["dataset"]``: the generic flag when set, else the dataset's own flag,
+    else the dataset's default (flags absent from ``flags`` count as unset)."""
+    dataset, out = flags["dataset"], {}
+    for general, own in PER_DATASET_FLAGS.items():
+        value = flags.get(general)
+        if value is None:
+            specific = flags.get(own[dataset]) if dataset in own else None
+            value = specific if specific is not None else DATASET_DEFAULTS[dataset][general]
+        out[general] = value
+    return out
 
 # dataset name -> (module, builder function); imported lazily so that e.g. h5py is only needed for ModelNet40.
 _BUILDERS = {
@@ -68,6 +83,88 @@ class DataBundle:
     def image_size(self) -> tuple[int, int] | None:
         """(H, W) of an image dataset's pixel grid; None for point clouds."""
         return tuple(self.image_shape[:2]) if self.image_shape is not None else None
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """What `build_dataset` reads: the values of the `data` flags (`add_data_args`) and the seed of the built-in
+    datasets. `from_flags` takes any dict of flags, such as a run's saved "args"."""
+
+    dataset: str
+    data_dir: str
+    modelnet40_num_points: int
+    permute_pixels: bool
+    permute_pixels_seed: int
+    no_augment: bool
+    crop_padding: int
+    auto_augment: str
+    randaugment_ops: int | None
+    randaugment_magnitude: int | None
+    modelnet40_rotate: bool
+    modelnet40_jitter: float
+    modelnet40_url: str | None
+    modelnet40_classes: tuple[str, ...] | None
+    shapes_train_size: int
+    shapes_test_size: int
+    shapes_num_points: int
+    seed: int = 0
+
+    @classmethod
+    def from_flags(cls, flags: Mapping) -> "DataSettings":
+        """Missing data flags take their defaults, a missing or None seed is 0 (the built-in sets must be
+        reproducible), other keys are ignored."""
+        values = {**_flag_defaults(), **flags}
+        if values.get("seed") is None:
+            values["seed"] = 0
+        if values["modelnet40_classes"] is not None:
+            values["modelnet40_classes"] = tuple(values["modelnet40_classes"])
+        return cls(**{f.name: values[f.name] for f in fields(cls)})
+
+    def check(self) -> None:
+        """Raise ValueError, one line naming the flags, for data flags that make no sense (alone or together)."""
+        point_cloud = self.dataset in POINT_CLOUD_DATASETS
+        if self.permute_pixels and point_cloud:
+            raise ValueError(f"--permute_pixels needs an image dataset (cifar10, shapes2d), not {self.dataset}: "
+                             "point clouds have no pixel order to permute")
+        if not 1 <= self.modelnet40_num_points <= 2048:
+            raise ValueError(f"--modelnet40_num_points must be in 1..2048 (the release has 2048 points per shape), "
+                             f"got {self.modelnet40_num_points}")
+        if not 0 <= self.crop_padding <= 16:
+            raise ValueError(f"--crop_padding must be in 0..16 pixels, got {self.crop_padding}")
+        if self.auto_augment != "none" and self.dataset != "cifar10":
+            raise ValueError(f"--auto_augment applies to --dataset cifar10 only, not {self.dataset}")
+        if self.auto_augment != "none" and self.no_augment:
+            raise ValueError(f"--auto_augment {self.auto_augment} is a training augmentation: drop it or "
+                             f"--no_augment")
+        randaugment_given = self.randaugment_ops is not None or self.randaugment_magnitude is not None
+        if randaugment_given and self.auto_augment != "randaugment":
+            raise ValueError(f"--randaugment_ops/--randaugment_magnitude need --auto_augment randaugment, "
+                             f"not {self.auto_augment}")
+        if self.randaugment_ops is not None and self.randaugment_ops < 1:
+            raise ValueError(f"--randaugment_ops must be >= 1, got {self.randaugment_ops}")
+        if self.randaugment_magnitude is not None and not 0 <= self.randaugment_magnitude <= 30:
+            raise ValueError(f"--randaugment_magnitude must be in 0..30, got {self.randaugment_magnitude}")
+        if self.modelnet40_jitter < 0:
+            raise ValueError(f"--modelnet40_jitter is a standard deviation and must be >= 0, got "
+                             f"{self.modelnet40_jitter}")
+        uses_modelnet_aug = self.modelnet40_rotate or self.modelnet40_jitter > 0
+        if uses_modelnet_aug and self.dataset != "modelnet40":
+            raise ValueError(f"--modelnet40_rotate/--modelnet40_jitter apply to --dataset modelnet40 only, not "
+                             f"{self.dataset}")
+        if uses_modelnet_aug and self.no_augment:
+            raise ValueError("--modelnet40_rotate/--modelnet40_jitter are training augmentations: drop them or "
+                             "--no_augment")
+        if self.modelnet40_classes and self.dataset != "modelnet40":
+            raise ValueError(f"--modelnet40_classes applies to --dataset modelnet40 only, not {self.dataset}")
+        if self.modelnet40_classes and len(set(self.modelnet40_classes)) != len(self.modelnet40_classes):
+            raise ValueError("--modelnet40_classes lists a class twice")
+        if self.dataset.startswith("shapes"):
+            for flag in ("shapes_train_size", "shapes_test_size"):
+                if getattr(self, flag) < 10:
+                    raise ValueError(f"--{flag} must be at least 10 (one sample per class), got "
+                                     f"{getattr(self, flag)}")
+            if self.shapes_num_points < 1:
+                raise ValueError(f"--shapes_num_points must be >= 1, got {self.shapes_num_points}")
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -122,69 +219,26 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                    help="shapes3d: points per shape (default: %(default)s)")
 
 
-def validate_data_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Reject flag combinations that make no sense, via `parser.error` (one line, exit code 2)."""
-    point_cloud = args.dataset in POINT_CLOUD_DATASETS
-    if args.permute_pixels and point_cloud:
-        parser.error(f"--permute_pixels needs an image dataset (cifar10, shapes2d), not {args.dataset}: "
-                     "point clouds have no pixel order to permute")
-    if not 1 <= args.modelnet40_num_points <= 2048:
-        parser.error(f"--modelnet40_num_points must be in 1..2048 (the release has 2048 points per shape), "
-                     f"got {args.modelnet40_num_points}")
-    if not 0 <= args.crop_padding <= 16:
-        parser.error(f"--crop_padding must be in 0..16 pixels, got {args.crop_padding}")
-    if args.auto_augment != "none" and args.dataset != "cifar10":
-        parser.error(f"--auto_augment applies to --dataset cifar10 only, not {args.dataset}")
-    if args.auto_augment != "none" and args.no_augment:
-        parser.error(f"--auto_augment {args.auto_augment} is a training augmentation: drop it or --no_augment")
-    randaugment_given = args.randaugment_ops is not None or args.randaugment_magnitude is not None
-    if randaugment_given and args.auto_augment != "randaugment":
-        parser.error(f"--randaugment_ops/--randaugment_magnitude need --auto_augment randaugment, "
-                     f"not {args.auto_augment}")
-    if args.randaugment_ops is not None and args.randaugment_ops < 1:
-        parser.error(f"--randaugment_ops must be >= 1, got {args.randaugment_ops}")
-    if args.randaugment_magnitude is not None and not 0 <= args.randaugment_magnitude <= 30:
-        parser.error(f"--randaugment_magnitude must be in 0..30, got {args.randaugment_magnitude}")
-    if args.modelnet40_jitter < 0:
-        parser.error(f"--modelnet40_jitter is a standard deviation and must be >= 0, got {args.modelnet40_jitter}")
-    uses_modelnet_aug = args.modelnet40_rotate or args.modelnet40_jitter > 0
-    if uses_modelnet_aug and args.dataset != "modelnet40":
-        parser.error(f"--modelnet40_rotate/--modelnet40_jitter apply to --dataset modelnet40 only, not {args.dataset}")
-    if uses_modelnet_aug and args.no_augment:
-        parser.error("--modelnet40_rotate/--modelnet40_jitter are training augmentations: drop them or --no_augment")
-    if args.modelnet40_classes and args.dataset != "modelnet40":
-        parser.error(f"--modelnet40_classes applies to --dataset modelnet40 only, not {args.dataset}")
-    if args.modelnet40_classes and len(set(args.modelnet40_classes)) != len(args.modelnet40_classes):
-        parser.error("--modelnet40_classes lists a class twice")
-    if args.dataset.startswith("shapes"):
-        for flag in ("shapes_train_size", "shapes_test_size"):
-            if getattr(args, flag) < 10:
-                parser.error(f"--{flag} must be at least 10 (one sample per class), got {getattr(args, flag)}")
-        if args.shapes_num_points < 1:
-            parser.error(f"--shapes_num_points must be >= 1, got {args.shapes_num_points}")
+@functools.cache
+def _defaults() -> tuple:
+    parser = argparse.ArgumentParser(add_help=False)
+    add_data_args(parser)
+    return tuple(vars(parser.parse_args([])).items())
 
 
 def _flag_defaults() -> dict:
-    parser = argparse.ArgumentParser(add_help=False)
-    add_data_args(parser)
-    return vars(parser.parse_args([]))
+    return dict(_defaults())
 
 
-def build_dataset(args: argparse.Namespace) -> DataBundle:
-    """Build the bundle named by `args.dataset`; flags missing from `args` take their defaults.
-
-    Raises `perceiver.errors.DataError` for missing data that cannot be downloaded and for corrupt files.
-    """
-    # Filling defaults lets scripts and tests pass a partial Namespace (e.g. dataset, data_dir, seed).
-    opts = argparse.Namespace(**{**_flag_defaults(), "seed": 0, **vars(args)})
-    if opts.seed is None:
-        opts.seed = 0  # the built-in sets must be reproducible even when the caller seeds nothing
-    if opts.dataset not in _BUILDERS:
-        raise ValueError(f"unknown dataset {opts.dataset!r}; choose one of {', '.join(DATASETS)}")
-    module_name, func_name = _BUILDERS[opts.dataset]
+def build_dataset(data: DataSettings) -> DataBundle:
+    """Build the bundle named by ``data.dataset`` (``DataSettings.from_flags({"dataset": ..., ...})`` for a few
+    flags). Raises `perceiver.errors.DataError` for missing data that cannot be downloaded and for corrupt files."""
+    if data.dataset not in _BUILDERS:
+        raise ValueError(f"unknown dataset {data.dataset!r}; choose one of {', '.join(DATASETS)}")
+    module_name, func_name = _BUILDERS[data.dataset]
     module = importlib.import_module(f"{__name__}.{module_name}")
-    return getattr(module, func_name)(opts)
+    return getattr(module, func_name)(data)
 
 
-__all__ = ["AUTO_AUGMENT", "DATASETS", "DATASET_DEFAULTS", "PER_DATASET_FLAGS", "DataBundle", "add_data_args",
-           "build_dataset", "validate_data_args"]
+__all__ = ["AUTO_AUGMENT", "DATASETS", "DATASET_DEFAULTS", "PER_DATASET_FLAGS", "DataBundle", "DataSettings",
+           "add_data_args", "build_dataset", "per_dataset_values"]

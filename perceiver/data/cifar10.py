@@ -6,12 +6,12 @@ md5 sums only when the batches have the full release's size. Missing data is dow
 
 A pickle can call any function it names, so a tampered "CIFAR-10" could run code the moment it is opened. The
 files are read by `_CifarUnpickler`, which builds only what the official files (and copies re-pickled with numpy)
-hold: dicts, lists, str/bytes, numbers and numpy arrays; a file that names anything else is refused unopened.
+hold: dicts, lists, str/bytes, numbers and numpy arrays (empty ones included); a file that names anything else is
+refused unopened.
 """
 
 from __future__ import annotations
 
-import argparse
 import codecs
 import hashlib
 import pickle
@@ -21,8 +21,9 @@ import numpy as np
 from torchvision.datasets import CIFAR10
 
 from ..errors import DataError
-from . import DataBundle
+from . import DataBundle, DataSettings
 from .augment import AutoAugment
+from .checks import class_labels
 from .download import fetch_archive
 from .images import ImageTokens, image_bundle_fields
 
@@ -63,13 +64,22 @@ def _latin1_encode(text, encoding="utf-8", errors="strict"):
     return codecs.encode(text, "latin1", errors)
 
 
+def _empty_bytes(*args):
+    """``bytes()`` as protocol 0-2 pickles spell an empty bytes object (the buffer of an empty array), and nothing
+    more: ``bytes(n)`` with a huge n would be a way to exhaust memory."""
+    if args:
+        raise _Refused(f"bytes{args!r}")
+    return b""
+
+
 def _numpy_globals() -> dict:
     """The functions and classes a pickled numpy array or scalar names, under both numpy 1.x and 2.x spellings."""
     try:
         from numpy._core import multiarray, numeric  # numpy >= 2
     except ImportError:  # numpy 1.x
         from numpy.core import multiarray, numeric
-    admitted = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_encode}
+    admitted = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_encode,
+                ("__builtin__", "bytes"): _empty_bytes, ("builtins", "bytes"): _empty_bytes}
     for package in ("numpy.core", "numpy._core"):  # the official files name numpy.core; numpy 2 writes numpy._core
         admitted[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct  # ndarray, protocols 0-4
         admitted[(f"{package}.multiarray", "scalar")] = multiarray.scalar  # numpy scalars (np.int64 labels)
@@ -113,7 +123,10 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if "data" not in batch or "labels" not in batch:
         raise DataError(f"{path} lacks the 'data'/'labels' entries of a CIFAR-10 batch (keys: {sorted(batch)})")
     data = np.asarray(batch["data"])
-    labels = np.asarray(batch["labels"], dtype=np.int64).reshape(-1)
+    try:
+        labels = class_labels(batch["labels"], path)
+    except ValueError:  # a ragged list
+        raise DataError(f"{path}: 'labels' is not a list of class numbers") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
         raise DataError(f"{path} holds data {data.dtype} {data.shape} with {len(labels)} labels; expected uint8 "
                         f"(n, 3072) with n labels")
@@ -174,16 +187,16 @@ def load_cifar10(data_dir: str | Path, *, download: bool = True) -> tuple[dict, 
     return splits, class_names, f"CIFAR-10 {origin}: {case}; {sizes}"
 
 
-def build_cifar10(args: argparse.Namespace) -> DataBundle:
+def build_cifar10(data: DataSettings) -> DataBundle:
     """The CIFAR-10 bundle for the `data` flags (data_dir, permute_pixels[_seed], no_augment, crop_padding,
     auto_augment, randaugment_*)."""
-    splits, class_names, source = load_cifar10(args.data_dir)
-    fields = image_bundle_fields(splits["train"][0], permute=args.permute_pixels,
-                                 permute_seed=args.permute_pixels_seed)
+    splits, class_names, source = load_cifar10(data.data_dir)
+    fields = image_bundle_fields(splits["train"][0], permute=data.permute_pixels,
+                                 permute_seed=data.permute_pixels_seed)
     common = {"mean": MEAN, "std": STD, "permutation": fields["permutation"]}
-    policy = None if args.auto_augment == "none" else AutoAugment(
-        args.auto_augment, num_ops=args.randaugment_ops, magnitude=args.randaugment_magnitude)
-    train = ImageTokens(*splits["train"], augment=not args.no_augment, pad=args.crop_padding, policy=policy,
+    policy = None if data.auto_augment == "none" else AutoAugment(
+        data.auto_augment, num_ops=data.randaugment_ops, magnitude=data.randaugment_magnitude)
+    train = ImageTokens(*splits["train"], augment=not data.no_augment, pad=data.crop_padding, policy=policy,
                         **common)
     test = ImageTokens(*splits["test"], augment=False, **common)
     return DataBundle(name="cifar10", train=train, test=test, num_classes=len(class_names),

@@ -53,12 +53,12 @@ def nbytes(dataset) -> int:
 
 
 class DeviceBatches:
-    def __init__(self, dataset, *, sampler, batch_size: int, device: torch.device):
+    def __init__(self, dataset, *, sampler, batch_size: int, device: torch.device, drop_last: bool = False):
         reason = device_data_reason(dataset)
         if reason:
             raise ValueError(f"the device data path cannot serve this dataset: {reason}")
         base, idx = _unwrap(dataset)
-        self.sampler, self.batch_size, self.device = sampler, batch_size, device
+        self.sampler, self.batch_size, self.device, self.drop_last = sampler, batch_size, device, drop_last
         self.labels = torch.as_tensor(base.labels if idx is None else base.labels[idx.numpy()]).to(device)
         self.epoch_seed = 0
         if isinstance(base, ImageTokens):
@@ -80,12 +80,13 @@ class DeviceBatches:
         self.epoch_seed = int(seed)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.sampler) / self.batch_size)
+        return (len(self.sampler) // self.batch_size if self.drop_last
+                else math.ceil(len(self.sampler) / self.batch_size))
 
     def __iter__(self):
         order = list(self.sampler)
         first = getattr(self.sampler, "skip", 0) // self.batch_size  # batch number of a resumed epoch's first
-        for k in range(0, len(order), self.batch_size):
+        for k in range(0, len(self) * self.batch_size, self.batch_size):
             idx = torch.tensor(order[k:k + self.batch_size], dtype=torch.long).to(self.device, non_blocking=True)
             gen = torch.Generator(device=self.device)
             gen.manual_seed(self.epoch_seed * 1_000_003 + first + k // self.batch_size)

@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 class BatchMix:
@@ -36,7 +35,8 @@ class BatchMix:
         return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        target = F.one_hot(y, self.num_classes).to(torch.float32)  # (B, K)
+        # one-hot by comparison: F.one_hot reads the labels' min and max back to the host on some devices
+        target = (y[:, None] == torch.arange(self.num_classes, device=y.device)).to(torch.float32)  # (B, K)
         if np.random.rand() >= self.prob:
             return x, target
         use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha == 0 or np.random.rand() < 0.5)

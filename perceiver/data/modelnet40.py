@@ -9,7 +9,6 @@ links to other files are refused).
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import h5py
 import numpy as np
 
 from ..errors import DataError
-from . import DataBundle
+from . import DataBundle, DataSettings
+from .checks import class_labels, finite_items
 from .download import fetch_archive
 from .points import PointClouds, pointcloud_bundle_fields
 
@@ -41,7 +41,8 @@ def _manual_fix(folder: Path, url: str) -> str:
 
 
 def read_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One h5 file -> points (n, P, 3) float32 and labels (n,) int64; DataError naming the file if unreadable."""
+    """One h5 file -> points (n, P, 3) float32 and labels (n,) int64; DataError naming the file if unreadable, and
+    the shape if one holds NaN or infinite coordinates or a label that is not a class number."""
     try:
         with h5py.File(path, "r") as f:
             absent = [key for key in ("data", "label") if key not in f]
@@ -53,17 +54,20 @@ def read_h5(path: Path) -> tuple[np.ndarray, np.ndarray]:
                         or item.dtype.kind not in "biuf"):
                     raise DataError(f"{path}: '{key}' is not an array of numbers stored in the file ("
                                     f"{getattr(item, 'dtype', type(item).__name__)}); not a ModelNet40 h5 file")
-            points = np.asarray(f["data"][...], dtype=np.float32)
-            labels = np.asarray(f["label"][...]).reshape(-1).astype(np.int64)
+            with np.errstate(over="ignore", invalid="ignore"):  # out of float32's range: inf, refused below
+                points = np.asarray(f["data"][...], dtype=np.float32)
+            raw_labels = f["label"][...]
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - h5py reports truncation/garbage as OSError, KeyError, ValueError...
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DataError(f"{path} is corrupt or truncated ({reason}); delete it and download ModelNet40 again") \
             from None
+    labels = class_labels(raw_labels, path)
     if points.ndim != 3 or points.shape[2] != 3 or len(points) != len(labels):
         raise DataError(f"{path} holds data {points.shape} with {len(labels)} labels; expected (n, P, 3) with "
                         f"n labels")
+    finite_items(points, path, "shape")
     return points, labels
 
 
@@ -138,18 +142,18 @@ def select_classes(splits: dict, class_names: list[str], keep: list[str]) -> tup
     return out, list(keep)
 
 
-def build_modelnet40(args: argparse.Namespace) -> DataBundle:
+def build_modelnet40(data: DataSettings) -> DataBundle:
     """The ModelNet40 bundle for the `data` flags (data_dir, modelnet40_*, no_augment)."""
-    splits, class_names, source = load_modelnet40(args.data_dir, url=args.modelnet40_url)
-    k = args.modelnet40_num_points
+    splits, class_names, source = load_modelnet40(data.data_dir, url=data.modelnet40_url)
+    k = data.modelnet40_num_points
     stored = min(points.shape[1] for points, _ in splits.values())
     if not 1 <= k <= stored:
         raise DataError(f"--modelnet40_num_points {k} is outside 1..{stored}, the points per shape stored in "
-                        f"{Path(args.data_dir) / FOLDER}")
-    if args.modelnet40_classes:
-        splits, class_names = select_classes(splits, class_names, args.modelnet40_classes)
-    train = PointClouds(*splits["train"], num_points=k, train=True, augment=not args.no_augment,
-                        rotate=args.modelnet40_rotate, jitter=args.modelnet40_jitter)
+                        f"{Path(data.data_dir) / FOLDER}")
+    if data.modelnet40_classes:
+        splits, class_names = select_classes(splits, class_names, data.modelnet40_classes)
+    train = PointClouds(*splits["train"], num_points=k, train=True, augment=not data.no_augment,
+                        rotate=data.modelnet40_rotate, jitter=data.modelnet40_jitter)
     test = PointClouds(*splits["test"], num_points=k, train=False)
     return DataBundle(name="modelnet40", train=train, test=test, num_classes=len(class_names),
                       class_names=class_names, source=source, **pointcloud_bundle_fields(k))

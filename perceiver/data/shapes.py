@@ -12,12 +12,11 @@ are already randomised, so no training augmentation is applied on top.
 
 from __future__ import annotations
 
-import argparse
 from typing import Callable
 
 import numpy as np
 
-from . import DataBundle
+from . import DataBundle, DataSettings
 from .images import ImageTokens, image_bundle_fields
 from .points import PointClouds, pointcloud_bundle_fields
 
@@ -90,19 +89,19 @@ def generate_shapes2d(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.
     return np.clip(np.rint(images), 0, 255).astype(np.uint8), masks, labels
 
 
-def build_shapes2d(args: argparse.Namespace) -> DataBundle:
+def build_shapes2d(data: DataSettings) -> DataBundle:
     """The shapes2d bundle for the `data` flags (shapes_train_size, shapes_test_size, permute_pixels[_seed])."""
-    train_rng, test_rng = _streams(args.seed)
-    train_images, train_masks, train_labels = generate_shapes2d(args.shapes_train_size, train_rng)
-    test_images, test_masks, test_labels = generate_shapes2d(args.shapes_test_size, test_rng)
+    train_rng, test_rng = _streams(data.seed)
+    train_images, train_masks, train_labels = generate_shapes2d(data.shapes_train_size, train_rng)
+    test_images, test_masks, test_labels = generate_shapes2d(data.shapes_test_size, test_rng)
     pixels = train_images.reshape(-1, 3).astype(np.float32) / 255.0  # (n*H*W, 3)
     mean = tuple(float(m) for m in pixels.mean(axis=0))
     std = tuple(float(s) for s in pixels.std(axis=0))
-    fields = image_bundle_fields(train_images, permute=args.permute_pixels, permute_seed=args.permute_pixels_seed)
+    fields = image_bundle_fields(train_images, permute=data.permute_pixels, permute_seed=data.permute_pixels_seed)
     common = {"mean": mean, "std": std, "permutation": fields["permutation"], "augment": False}
     train = ImageTokens(train_images, train_labels, masks=train_masks, **common)
     test = ImageTokens(test_images, test_labels, masks=test_masks, **common)
-    source = (f"built-in shapes2d generated in memory (seed {args.seed}): {len(train)} train / {len(test)} test "
+    source = (f"built-in shapes2d generated in memory (seed {data.seed}): {len(train)} train / {len(test)} test "
               f"images")
     return DataBundle(name="shapes2d", train=train, test=test, num_classes=len(SHAPES2D),
                       class_names=list(SHAPES2D), mean=mean, std=std, source=source, **fields)
@@ -226,14 +225,14 @@ def generate_shapes3d(n: int, num_points: int, rng: np.random.Generator) -> tupl
     return points.astype(np.float32), labels
 
 
-def build_shapes3d(args: argparse.Namespace) -> DataBundle:
+def build_shapes3d(data: DataSettings) -> DataBundle:
     """The shapes3d bundle for the `data` flags (shapes_train_size, shapes_test_size, shapes_num_points)."""
-    train_rng, test_rng = _streams(args.seed)
-    k = args.shapes_num_points
+    train_rng, test_rng = _streams(data.seed)
+    k = data.shapes_num_points
     # every stored point is used (K == P), so training items are as deterministic as the test ones
-    train = PointClouds(*generate_shapes3d(args.shapes_train_size, k, train_rng), num_points=k, train=True)
-    test = PointClouds(*generate_shapes3d(args.shapes_test_size, k, test_rng), num_points=k, train=False)
-    source = (f"built-in shapes3d generated in memory (seed {args.seed}): {len(train)} train / {len(test)} test "
+    train = PointClouds(*generate_shapes3d(data.shapes_train_size, k, train_rng), num_points=k, train=True)
+    test = PointClouds(*generate_shapes3d(data.shapes_test_size, k, test_rng), num_points=k, train=False)
+    source = (f"built-in shapes3d generated in memory (seed {data.seed}): {len(train)} train / {len(test)} test "
               f"clouds of {k} points")
     return DataBundle(name="shapes3d", train=train, test=test, num_classes=len(SHAPES3D),
                       class_names=list(SHAPES3D), source=source, **pointcloud_bundle_fields(k))

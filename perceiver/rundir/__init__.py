@@ -3,7 +3,7 @@
 This package owns the layout and file formats of ``logs/<experiment_name>/``, the writer and the reader both,
 so the two sides cannot drift. It imports numpy and the standard library only (never torch), so the
 visualizers stay light. `files.py`: atomic writes, JSON and JSON-lines; `metrics.py`: the metrics.jsonl schema;
-`attention.py`: the attention files; here: the layout (`RunDir`).
+`attention.py`: the attention files; `lock.py`: the run's lock file (`RunLock`); here: the layout (`RunDir`).
 
 Layout::
 
@@ -12,6 +12,7 @@ Layout::
     steps.jsonl              --save_metrics: one object per optimizer step {epoch, step, loss, lr}
     per_class.jsonl          --save_metrics: per epoch {epoch, split, per_class_acc, confusion}
     status.json              {state: running|finished|failed|interrupted, epoch, epochs, updated, message}
+    run.lock                 while train.py runs: {host, pid, started, ...} of the process writing the run
     train.log                the console log
     checkpoints/last.pt      every epoch (and on interruption); checkpoints/best.pt on a new best accuracy
     attention/epoch_XXXX.npz --save_attention_maps: probe inputs, labels, predictions and attention maps
@@ -19,24 +20,25 @@ Layout::
     plots/                   figures written by the visualization scripts
 
 Every file is written atomically (temporary file in the same folder, fsync, rename), so a crash leaves the
-previous version intact and no partial file behind. JSON-lines files are appended one whole line per write;
-the reader skips a torn last line (a crash mid-append) instead of failing. A write that fails (disk full, no
-permission, read-only file system) removes what it wrote and raises `WriteError`, one line naming the file, the
-system's reason and the fix. Readers that only draw (the visualizers) pass ``skip=`` to skip a damaged line or
+previous version intact and no partial file behind. JSON files are strict JSON: a NaN or infinite number (a diverged
+loss, an overflowed gradient norm) is written as null, never a write error. JSON-lines files are appended one whole
+line per write; the reader skips a torn last line (a crash mid-append) instead of failing. A write that fails (disk
+full, no permission, read-only file system) removes what it wrote and raises `WriteError`, one line naming the file,
+the system's reason and the fix. Readers that only draw (the visualizers) pass ``skip=`` to skip a damaged line or
 attention file with a warning; the trainer does not, since resuming over a damaged history would lose rows.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import RunDirError, WriteError
+from ..errors import DamagedFileError, RunDirError, WriteError
 from .attention import ATTENTION_PATTERN, AttentionSnapshot, load_attention, save_attention
-from .files import append_jsonl, atomic_write, atomic_write_json, read_json, read_jsonl, write_error
+from .files import append_jsonl, atomic_write, atomic_write_json, jsonl_line, read_json, read_jsonl, write_error
+from .lock import LOCK_NAME, RunLock, read_lock
 from .metrics import SERIES_FIELDS, TIMING_FIELDS, EpochRow
 
 STATES = ("running", "finished", "failed", "interrupted")
@@ -80,6 +82,7 @@ class RunDir:
     tensorboard_dir = property(lambda self: self.path / "tensorboard")
     plots_dir = property(lambda self: self.path / "plots")
     eval_path = property(lambda self: self.path / "eval.json")
+    lock_path = property(lambda self: self.path / LOCK_NAME)
 
     def attention_path(self, epoch: int) -> Path:
         return self.attention_dir / ATTENTION_PATTERN.format(epoch)
@@ -159,7 +162,7 @@ class RunDir:
                 rows = [r for r in read_jsonl(path) if int(r.get("step", 0)) <= last_step]
             else:
                 rows = [r for r in read_jsonl(path) if int(r.get("epoch", 0)) <= last_epoch]
-            text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+            text = "".join(jsonl_line(r) for r in rows)
             with self.writing():
                 atomic_write(path, lambda f, t=text: f.write(t), binary=False)
 
@@ -198,7 +201,71 @@ class RunDir:
         return sorted(epochs)
 
     def load_attention(self, epoch: int) -> AttentionSnapshot:
-        return load_attention(self.attention_path(epoch))
+        """One epoch's attention file; `DamagedFileError` when it is unreadable, its arrays disagree, or its shapes
+        do not fit the run's config.json (a file from another run)."""
+        path = self.attention_path(epoch)
+        snap = load_attention(path)
+        problem = self._attention_misfit(snap)
+        if problem:
+            raise DamagedFileError(path, f"it does not fit this run: {problem} ({self.config_path.name})")
+        return snap
+
+    def _attention_misfit(self, snap: AttentionSnapshot) -> str | None:
+        try:
+            config = self.read_config() if self.config_path.is_file() else {}
+        except RunDirError:
+            return None  # a damaged config.json is reported by whoever needs it; the file alone is judged
+        data = config.get("dataset") if isinstance(config, dict) else None
+        model = config.get("model") if isinstance(config, dict) else None
+        data, model = data if isinstance(data, dict) else {}, model if isinstance(model, dict) else {}
+        latents = model.get("num_latents")
+        if isinstance(latents, int) and model.get("output_pooling") == "cls":
+            latents += 1  # the learned cls latent attends too
+        checks = [("kind", data.get("kind"), snap.kind),
+                  ("image shape", data.get("image_shape"), list(snap.image_shape) if snap.image_shape else None),
+                  ("input tokens", data.get("num_tokens"), snap.cross.shape[-1]),
+                  ("classes", data.get("num_classes"), len(snap.class_names)),
+                  ("latents", latents, snap.cross.shape[-2])]
+        for what, want, got in checks:
+            if want is not None and got is not None and want != got:
+                return f"{what} {got!r} where the run has {want!r}"
+        return None
+
+
+#: room under a run folder for the deepest path the run writes (checkpoints/.last.pt.XXXXXXXX.tmp and the like)
+_DEEPEST_ENTRY = 64
+
+
+def location_problem(logs_dir: str | os.PathLike, name: str) -> str | None:
+    """Why the run folder ``logs_dir/name`` could not be created (one line naming the flag to change), or None.
+
+    Checked before any data is loaded: ``logs_dir`` or a folder above it is a file, or a name is longer than the file
+    system allows (a file name, or the whole path with the run's deepest file).
+    """
+    logs_dir = Path(logs_dir)
+    run = logs_dir / name
+    existing = next((p for p in (run, *run.parents) if os.path.lexists(p)), None)
+    if existing is not None and not existing.is_dir():
+        if existing == run:
+            return f"{run} is a file, not a run folder: choose another --experiment_name"
+        where = "is a file" if existing == logs_dir else f"is inside {existing}, which is a file"
+        return f"--logs_dir {logs_dir} {where}, not a folder: choose a folder (it is created when missing)"
+    base = existing if existing is not None else Path(".")
+    try:
+        name_max, path_max = os.pathconf(base, "PC_NAME_MAX"), os.pathconf(base, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer: the usual limits
+        name_max, path_max = 255, 4096
+    for part in run.parts:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            flag = "--experiment_name" if part == name else "--logs_dir"
+            return (f"{flag}: the name {part[:40]}... is {size} bytes long; the file system of {base} allows at most "
+                    f"{name_max}: choose a shorter one")
+    size = len(os.fsencode(os.path.abspath(run))) + _DEEPEST_ENTRY
+    if size > path_max:
+        return (f"the run folder {run} makes paths of about {size} bytes; the file system of {base} allows at most "
+                f"{path_max}: choose a shorter --logs_dir or --experiment_name")
+    return None
 
 
 def find_runs(path: str | os.PathLike) -> list[RunDir]:
@@ -217,6 +284,7 @@ def find_runs(path: str | os.PathLike) -> list[RunDir]:
     return runs
 
 
-__all__ = ["ATTENTION_PATTERN", "STATES", "SERIES_FIELDS", "TIMING_FIELDS", "AttentionSnapshot", "EpochRow", "RunDir",
-           "append_jsonl", "atomic_write", "atomic_write_json", "find_runs", "load_attention", "read_json",
-           "read_jsonl", "save_attention", "write_error"]
+__all__ = ["ATTENTION_PATTERN", "LOCK_NAME", "STATES", "SERIES_FIELDS", "TIMING_FIELDS", "AttentionSnapshot",
+           "EpochRow", "RunDir", "RunLock", "append_jsonl", "atomic_write", "atomic_write_json", "find_runs",
+           "jsonl_line", "load_attention", "location_problem", "read_json", "read_jsonl", "read_lock",
+           "save_attention", "write_error"]

@@ -40,6 +40,12 @@ class AttentionSnapshot:
     def num_stages(self) -> int:
         return self.cross.shape[0]
 
+    def non_finite(self) -> tuple[int, int]:
+        """(attention weights that are NaN or infinite, all of them), cross and self together."""
+        arrays = [a for a in (self.cross, self.self_) if a is not None]
+        return (sum(int(np.size(a) - np.count_nonzero(np.isfinite(a))) for a in arrays),
+                sum(int(np.size(a)) for a in arrays))
+
     def cross_in_input_order(self, stage: int = 0) -> np.ndarray:
         """Cross-attention of one stage with the token axis in original input order: (S, heads, M, N).
 
@@ -129,6 +135,41 @@ def load_attention(path: str | os.PathLike) -> AttentionSnapshot:
             or (snap.self_ is not None and (snap.self_.ndim != 6 or snap.self_.shape[2] != samples))):
         raise DamagedFileError(path, f"{bad}: cross-attention {snap.cross.shape}, inputs {snap.inputs.shape} and "
                                      f"{samples} labels do not fit (stages, samples, heads, latents, tokens)")
+    problem = shape_problem(snap)
+    if problem:
+        raise DamagedFileError(path, f"its arrays do not fit together: {problem}")
     return snap
+
+
+def shape_problem(snap: AttentionSnapshot) -> str | None:
+    """What makes a readable snapshot's arrays inconsistent (a figure could not be drawn from it), or None."""
+    n, latents = snap.cross.shape[-1], snap.cross.shape[-2]
+    if snap.kind == "image":
+        shape = snap.image_shape
+        if shape is None or len(shape) != 3 or min(shape) < 1:
+            return f"an image run's file without a valid image shape ({shape})"
+        h, w = shape[:2]
+        if n != h * w:
+            return f"cross-attention over {n} positions for a {h}x{w} image ({h * w} pixels)"
+        if snap.inputs.ndim == 4 and tuple(snap.inputs.shape[1:]) != tuple(shape):
+            return f"probe images {tuple(snap.inputs.shape[1:])} for an image shape {tuple(shape)}"
+    elif snap.kind == "pointcloud":
+        if snap.inputs.ndim != 3 or snap.inputs.shape[1] != n or snap.inputs.shape[2] < 3:
+            return f"cross-attention over {n} positions for probe clouds {tuple(snap.inputs.shape)}"
+    else:
+        return f"unknown kind {snap.kind!r}"
+    if snap.permutation is not None and (snap.permutation.shape != (n,) or not np.array_equal(
+            np.sort(snap.permutation), np.arange(n))):
+        return f"a pixel permutation of shape {snap.permutation.shape} that is not one of {n} positions"
+    if snap.self_ is not None and snap.self_.shape[-2:] != (latents, latents):
+        return f"self-attention {snap.self_.shape[-2:]} between {latents} latents"
+    classes = len(snap.class_names)
+    if snap.probs.shape not in ((len(snap.labels), classes), (len(snap.labels),)):
+        return f"probabilities {snap.probs.shape} for {len(snap.labels)} samples of {classes} classes"
+    if len(snap.preds) != len(snap.labels) or (len(snap.preds) and not (
+            0 <= snap.preds.min() and snap.preds.max() < classes and -1 <= snap.labels.min()
+            and snap.labels.max() < classes)):
+        return f"labels or predictions outside the {classes} classes"
+    return None
 
 

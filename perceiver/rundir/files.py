@@ -1,8 +1,13 @@
-"""Atomic writes and JSON / JSON-lines files: how every run-directory file is written and read (see `perceiver.rundir`)."""
+"""Atomic writes and JSON / JSON-lines files: how every run-directory file is written and read (see `perceiver.rundir`).
+
+Every JSON file is strict JSON: a NaN or infinite number (a diverged loss, an overflowed gradient norm) is written as
+``null``, which readers take as "no value", so a non-finite figure never stops a write or breaks a reader.
+"""
 from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -75,7 +80,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], *, binar
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write(path, lambda f: json.dump(_jsonable(obj), f, indent=2, sort_keys=True), binary=False)
+    text = json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False)
+    atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def jsonl_line(obj: Any) -> str:
+    """One line of a JSON-lines file, newline included (non-finite numbers as null)."""
+    return json.dumps(_jsonable(obj), sort_keys=True, allow_nan=False) + "\n"
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -93,7 +104,7 @@ def append_jsonl(path: str | os.PathLike, obj: Any) -> None:
 
     Should even the cut fail, the line is the file's last and `read_jsonl` drops a torn last line.
     """
-    data = (json.dumps(_jsonable(obj), sort_keys=True, allow_nan=False) + "\n").encode()
+    data = jsonl_line(obj).encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     except OSError as e:
@@ -153,15 +164,17 @@ def read_jsonl(path: str | os.PathLike, *, skip: Callable[[str], None] | None = 
 
 
 def _jsonable(obj: Any) -> Any:
-    """Turn numpy scalars/arrays, tuples and paths into plain JSON types."""
+    """Turn numpy scalars/arrays, tuples and paths into plain JSON types, and NaN or infinite numbers into None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return _jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return obj.item()
+        return _jsonable(obj.item())
     if isinstance(obj, Path):
         return str(obj)
     return obj

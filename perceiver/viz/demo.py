@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import PerceiverError, RunDirError
+from ..presets import MODELS
 from ..rundir import RunDir
 from . import reports
 from .comparison import DEFAULT_ALPHAS, epoch_comparison_figure, parametric_figure
@@ -24,10 +25,10 @@ from .export import save_figure
 DEMO_NAME = "demo_shapes2d"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# A model and data set small enough for about a minute on a laptop CPU (the README's quick check, shortened).
+# The quick start's model (perceiver/presets.py) on a data set small enough for about a minute on a laptop CPU.
 DEMO_TRAIN_ARGS = (
-    "--dataset", "shapes2d", "--num_latents", "32", "--latent_dim", "64", "--num_cross_attend_stages", "1",
-    "--num_transformer_blocks", "2", "--num_heads", "2", "--dropout", "0.0", "--batch_size", "32",
+    "--dataset", "shapes2d", *(token for flag, value in MODELS["small"].items() for token in (f"--{flag}", str(value))),
+    "--dropout", "0.0", "--batch_size", "32",
     "--optimizer", "adamw", "--lr", "0.002", "--warmup_epochs", "0.5", "--scheduler", "cosine",
     "--shapes_train_size", "800", "--shapes_test_size", "200", "--num_workers", "0", "--device", "cpu",
     "--save_metrics", "--save_attention_maps", "--attention_save_interval", "1", "--num_probe_samples", "4",

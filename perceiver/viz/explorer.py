@@ -89,7 +89,7 @@ def b64(arr: np.ndarray, dtype: str) -> str:
 
 def quantize_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows (last axis) as uint8 in units of the row's peak / 255, and the peaks: ``a ~= q / 255 * peak``."""
-    a = np.clip(np.asarray(a, dtype=np.float32), 0.0, None)
+    a = np.clip(np.nan_to_num(np.asarray(a, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0), 0.0, None)
     peak = a.max(-1)
     q = np.rint(a / np.where(peak > 0, peak, 1.0)[..., None] * 255.0).astype(np.uint8)
     return q, peak.astype(np.float32)
@@ -117,7 +117,8 @@ def curves_payload(run: RunDir, series: tm.Series) -> dict:
     losses = [series.get(n) for n in ("train_loss", "test_loss", "val_loss") if series.has(n)]
     out = {"epochs": [int(e) for e in series.epochs], "series": {n: _finite_list(series.get(n)) for n in names},
            "log_loss": tm.use_log_scale(*losses)}
-    steps = [r for r in run.read_steps() if isinstance(r, dict) and "lr" in r and "step" in r]
+    steps = [r for r in run.read_steps() if isinstance(r, dict) and "step" in r
+             and isinstance(r.get("lr"), (int, float))]  # a non-finite rate is recorded as null
     if steps:
         keep = np.unique(np.linspace(0, len(steps) - 1, min(len(steps), MAX_STEP_POINTS)).round().astype(int))
         rows = [steps[i] for i in keep]
@@ -218,12 +219,10 @@ def attention_payload(run: RunDir, opts: ExplorerOptions) -> dict | None:
         return None
     last = None
     for e in reversed(saved):  # the newest readable file sets the shapes
-        try:
-            last = run.load_attention(e)
+        last = reports.load_snapshot(run, e)
+        if last is not None:
             break
-        except RunDirError as err:  # a damaged file: the others still make a page
-            reports.skip_unreadable(err)
-            saved = [s for s in saved if s != e]
+        saved = [s for s in saved if s != e]  # a damaged file: the others still make a page
     if last is None:
         raise RunDirError(f"{run.attention_dir}: no attention file could be read")
     n_epochs, samples = choose_caps(last, len(saved), opts)
@@ -239,10 +238,9 @@ def attention_payload(run: RunDir, opts: ExplorerOptions) -> dict | None:
                      f"lower --max_epochs ({len(epochs)}) or --max_samples ({samples}) for a lighter page")
     snaps = []
     for e in epochs:
-        try:
-            snaps.append(last if e == last.epoch else run.load_attention(e))
-        except RunDirError as err:
-            reports.skip_unreadable(err)
+        snap = last if e == last.epoch else reports.load_snapshot(run, e)
+        if snap is not None:
+            snaps.append(snap)
     if last.kind == "image":
         images = np.asarray(last.inputs[:samples])
         images = np.repeat(images, 3, -1) if images.ndim == 4 and images.shape[-1] == 1 else images[..., :3]
@@ -261,7 +259,7 @@ def attention_payload(run: RunDir, opts: ExplorerOptions) -> dict | None:
         preds = [int(p) for p in np.asarray(snap.preds)[:samples]]
         per_epoch.append({
             "epoch": snap.epoch, "preds": preds,
-            "probs": [float(probs[i, p]) if probs.ndim == 2 else float(probs[i]) for i, p in enumerate(preds)],
+            "probs": _finite_list([probs[i, p] if probs.ndim == 2 else probs[i] for i, p in enumerate(preds)]),
             "cross": cross, "auto": auto, "self": _self_block(snap, samples),
         })
     if not per_epoch:

@@ -3,7 +3,8 @@
 Each ``render_*`` function handles one run and raises `PerceiverError` (one line: what is missing and which
 command produces it) when that run cannot be drawn; `for_each_run` turns those into warnings so that one bad run
 does not stop the others, and tells the caller whether anything at all was drawn. Inside a run, a damaged
-attention file or metrics line is left out with one warning naming it (`skip`), and the rest is drawn.
+attention file or metrics line, or an attention file whose shapes do not fit the run, is left out with one warning
+naming it (`skip`), and the rest is drawn; attention maps holding NaN are drawn with a warning (`load_snapshot`).
 """
 from __future__ import annotations
 
@@ -55,13 +56,30 @@ def skip_unreadable(err: RunDirError) -> None:
         warn(str(err))
 
 
+def load_snapshot(run: RunDir, epoch: int) -> AttentionSnapshot | None:
+    """One epoch's attention, or None (with a warning) when its file is damaged or does not fit the run. Maps that
+    hold NaN or infinite weights are returned, with a warning: they are drawn blank where not finite."""
+    try:
+        snap = run.load_attention(epoch)
+    except RunDirError as err:
+        skip_unreadable(err)
+        return None
+    bad, total = snap.non_finite()
+    if bad:
+        note = (f"{run.attention_path(epoch)}: {bad:,} of {total:,} attention weights are NaN or infinite (the "
+                f"model's outputs were not finite at epoch {epoch}); they are drawn blank")
+        if note not in _skipped:
+            _skipped.add(note)
+            warn(note)
+    return snap
+
+
 def load_readable(run: RunDir, epochs) -> tuple[int, AttentionSnapshot] | None:
     """The first of ``epochs`` whose attention file reads, with its snapshot; unreadable ones are skipped."""
     for e in epochs:
-        try:
-            return e, run.load_attention(e)
-        except RunDirError as err:
-            skip_unreadable(err)
+        snap = load_snapshot(run, e)
+        if snap is not None:
+            return e, snap
     return None
 
 
@@ -260,10 +278,8 @@ def fixed_latent_views(run: RunDir, epochs: list[int], opts: AttentionOptions, s
         stage = 0 if str(opts.stage).lower() == "all" else int(opts.stage)
     views, latent = [], opts.latent
     for e in reversed(epochs):
-        try:
-            snap = run.load_attention(e)
-        except RunDirError as err:
-            skip_unreadable(err)
+        snap = load_snapshot(run, e)
+        if snap is None:
             continue
         v = _view(snap, opts, stage, latent)
         if latent == "auto":
@@ -284,10 +300,8 @@ def render_attention(run: RunDir, out_dir: Path | None = None, opts: AttentionOp
     stages_seen: list[int] = []
     if opts.comprehensive:
         for e in epochs:
-            try:
-                snap = run.load_attention(e)
-            except RunDirError as err:
-                skip_unreadable(err)
+            snap = load_snapshot(run, e)
+            if snap is None:
                 continue
             for stage in _stages(snap, opts):
                 view = _view(snap, opts, stage)
