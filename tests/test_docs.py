@@ -197,22 +197,20 @@ def _parse_only(main, argv):
 
 
 def check_train(argv: list[str], workdir: Path) -> None:
-    """train.py's own parse, dataset defaults and `validate`, in a folder holding what the command refers to."""
+    """train.py's own parse: presets, dataset defaults and flag checks (`perceiver.cli.parse`), in a folder holding
+    what the command refers to."""
     import train
-    from perceiver.presets import with_presets
+    from perceiver.cli import parse, resolve_defaults, with_presets
 
     for flag, value in zip(argv, argv[1:]):
         if flag == "--resume":  # a run to resume: the command refers to one that exists
             (workdir / value).mkdir(parents=True, exist_ok=True)
             (workdir / value / "status.json").write_text('{"state": "interrupted"}')
         if flag == "--config" and not (workdir / value).exists():  # a run's config.json, from the quick start
-            quick, _ = with_presets(train.build_parser, ["--preset", "quickstart"], resolve=train.resolve_defaults)
+            quick, _ = with_presets(train.build_parser, ["--preset", "quickstart"])
             (workdir / value).parent.mkdir(parents=True, exist_ok=True)
-            (workdir / value).write_text(json.dumps({"args": vars(train.resolve_defaults(quick))}))
-    parser = train.build_parser()
-    args, explicit = with_presets(train.build_parser, argv, resolve=train.resolve_defaults)
-    train.resolve_defaults(args)
-    train.validate(parser, args, explicit)
+            (workdir / value).write_text(json.dumps({"args": vars(resolve_defaults(quick))}))
+    parse(train.build_parser, argv)
 
 
 def check_viz(module: str, argv: list[str]) -> None:
