@@ -89,7 +89,7 @@ python train.py \
 """,
 }
 # The README's quick start, flag by flag.
-QUICKSTART = ("--experiment_name quickstart --dataset shapes2d --epochs 17 --num_latents 16 --latent_dim 64 "
+QUICKSTART = ("--experiment_name quickstart --dataset shapes2d --epochs 24 --num_latents 16 --latent_dim 64 "
               "--num_cross_attend_stages 1 --num_transformer_blocks 2 --num_heads 2 --threads 1 --device_data on "
               "--optimizer adamw --lr 0.002 --init trunc_fan_in --mlp_ratio 4 --save_attention_maps --save_metrics")
 
