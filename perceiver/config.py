@@ -120,9 +120,9 @@ class PerceiverConfig:
         choices=("fan_in", "trunc_fan_in"))
     # --- how the function is computed, not which function: never part of a checkpoint's identity
     kernels: str = option(
-        "auto", "auto = exact speed-ups of perceiver/kernels.py; plain = the model as written in perceiver/model.py "
-                "(the same function, slower; the two agree to about the 8th digit, so a run resumes with its own)",
-        choices=("auto", "plain"), group="runtime")
+        "auto", "auto = exact speed-ups of perceiver/kernels.py; plain = the blocks as written in "
+                "perceiver/blocks.py (the same function, slower; the two agree to about the 8th digit, so a run "
+                "resumes with its own)", choices=("auto", "plain"), group="runtime")
     cross_kernel: str = "auto"           # with kernels="auto": pin "absorb" | "shared_kv" | "project"
     gelu_recompute: bool = True          # with kernels="auto": the MLP's backward recomputes GELU (less memory)
     activation_checkpointing: bool = option(False, "recompute activations in backward to save memory")

@@ -15,7 +15,7 @@ With ``config.kernels = "auto"`` (the default) the cross-attention and MLP block
 same state dict; equality tests in tests/test_kernels.py); `Perceiver.kernel_plan` says which evaluation each block
 runs. ``kernels = "plain"`` runs exactly what blocks.py writes.
 
-Paper choices and where this departs from them (README, "Where this repository departs"):
+Paper choices and where this departs from them (docs/MODEL.md):
 - Pre-LayerNorm residual blocks with a GELU MLP. The cross-attention projects each input token, the channels and
   the positional features concatenated, to keys and values; ``input_norm`` adds the paper's LayerNorm over that
   whole token (App. C); ``cross_dim`` sets the width of the cross-attention's queries, keys and values

@@ -1,7 +1,7 @@
 """An optional convolutional stem for image tokens: not the paper's model, an opt-in departure from it.
 
 The Perceiver reads raw pixels, one token per pixel, and owes its vision entirely to attention and positional
-features; on a few thousand images that learns slowly (README, "Learning quality"). Perceiver IO (Jaegle et al.
+features; on a few thousand images that learns slowly (docs/RESULTS.md). Perceiver IO (Jaegle et al.
 2022) reports its best ImageNet result without pretraining with a small convolutional preprocessing (a convolution
 and a max-pool) in front of the cross-attention. This module is that idea at CIFAR scale, without the
 downsampling, kept to what does not change the rest of the model: one ``kernel_size`` x ``kernel_size``

@@ -21,7 +21,7 @@ class StopConditions:
     def __init__(self, log: logging.Logger, *, max_time: float | None, elapsed_before: float = 0.0):
         self.log = log
         self.max_time = max_time
-        self.elapsed_before = elapsed_before  # training time of earlier sessions of a resumed run
+        self.elapsed_before = elapsed_before  # training time of the earlier runs of a resumed run
         self.started = time.monotonic()
         self.signum: int | None = None
         self._previous: dict[int, object] = {}

@@ -1,4 +1,4 @@
-"""Issue 7: non-finite loss, corrupt/missing checkpoints and data, real signals (one and two Ctrl-C)."""
+"""Non-finite loss, corrupt/missing checkpoints and data, real signals (one and two Ctrl-C)."""
 import json
 import signal
 import subprocess

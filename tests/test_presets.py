@@ -88,10 +88,10 @@ python train.py \
     --use_tensorboard
 """,
 }
-# The README's quick start before presets existed.
-QUICKSTART = ("--experiment_name quickstart --dataset shapes2d --max_time 60 --num_latents 32 --latent_dim 64 "
-              "--num_cross_attend_stages 1 --num_transformer_blocks 2 --num_heads 2 --threads 1 --init trunc_fan_in "
-              "--mlp_ratio 4 --save_attention_maps --save_metrics")
+# The README's quick start, flag by flag.
+QUICKSTART = ("--experiment_name quickstart --dataset shapes2d --epochs 24 --num_latents 16 --latent_dim 64 "
+              "--num_cross_attend_stages 1 --num_transformer_blocks 2 --num_heads 2 --threads 1 --device_data on "
+              "--optimizer adamw --lr 0.002 --init trunc_fan_in --mlp_ratio 4 --save_attention_maps --save_metrics")
 
 
 def spec_argv(name: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Issue 13 item 7: data files cannot run code.
+"""Data files cannot run code.
 
 A tampered CIFAR-10 pickle that calls os.system (or eval, or subprocess) is refused with one line naming the file
 and what it asked for, and the command never runs; the real files and numpy re-pickles in every protocol still

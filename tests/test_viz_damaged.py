@@ -1,4 +1,4 @@
-"""Issue 13 item 6: the visualizers on damaged runs. A truncated or random-bytes attention file, a corrupt line in
+"""The visualizers on damaged runs. A truncated or random-bytes attention file, a corrupt line in
 the middle of metrics.jsonl or a torn last line is skipped with one warning line naming it; everything else is
 drawn and the script exits 0; never a traceback. The trainer, which rewrites metrics.jsonl on --resume, refuses
 a damaged middle line instead (dropping it would lose that epoch's row for good)."""

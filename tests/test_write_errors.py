@@ -1,4 +1,4 @@
-"""Issue 13 item 4: a write that fails (disk full, no permission) keeps the previous files intact, leaves no partial
+"""A write that fails (disk full, no permission) keeps the previous files intact, leaves no partial
 file, stops the run with one line naming the file (exit 1), and --resume carries on once the disk is fixed.
 
 The faults are injected by monkeypatching the operating-system calls the writes go through (os.fdopen'd file

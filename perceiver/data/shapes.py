@@ -21,8 +21,8 @@ from .images import ImageTokens, image_bundle_fields
 from .points import PointClouds, pointcloud_bundle_fields
 
 IMAGE_SIZE = 32
-# Geometry: shapes 10 to 20 px across, anywhere in the frame (wholly inside it). With the model's fan-in
-# initialisation a 32-latent, 64-wide Perceiver learns this in about a minute on a CPU (see the README).
+# Geometry: shapes 10 to 20 px across, anywhere in the frame (wholly inside it). The quick start's 16-latent,
+# 64-wide Perceiver learns this in a minute on one CPU thread (docs/RESULTS.md).
 HALF_SIZE_RANGE = (5.0, 10.0)  # shape half-extent in pixels
 CENTRE_JITTER = 16.0  # the shape's centre lies within this many pixels of the image centre (per axis)
 # Per-channel colour ranges: any hue, but the shape is always brighter than its background by at least 96 levels
