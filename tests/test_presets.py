@@ -3,6 +3,7 @@ config.json restarts the same run, bad files give one line."""
 import argparse
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -93,6 +94,11 @@ QUICKSTART = ("--experiment_name quickstart --dataset shapes2d --epochs 24 --num
               "--num_cross_attend_stages 1 --num_transformer_blocks 2 --num_heads 2 --threads 1 --device_data on "
               "--optimizer adamw --lr 0.002 --init trunc_fan_in --mlp_ratio 4 --save_attention_maps --save_metrics")
 
+# The README's 10-minute CIFAR-10 run on the whole training split, flag by flag.
+CIFAR10_10MIN = ("--experiment_name cifar10_10min --dataset cifar10 --num_latents 64 --latent_dim 128 "
+                 "--num_cross_attend_stages 2 --num_transformer_blocks 2 --num_heads 4 --max_time 600 "
+                 "--crop_padding 0 --save_metrics")
+
 
 def spec_argv(name: str) -> list[str]:
     words = shlex.split(SPEC_EXPERIMENTS[name].replace("\\\n", " "))  # join the continued lines
@@ -119,7 +125,13 @@ def test_preset_is_exactly_the_specification_command(name):
 
 def test_quickstart_preset_is_the_readme_command():
     assert resolved(["--preset", "quickstart"])[0] == resolved(shlex.split(QUICKSTART))[0]
-    assert set(PRESETS) == {"exp1", "exp2", "exp3", "quickstart"}
+    assert set(PRESETS) == {"exp1", "exp2", "exp3", "quickstart", "cifar10_10min"}
+
+
+def test_cifar10_10min_preset_is_the_readme_command():
+    assert resolved(["--preset", "cifar10_10min"])[0] == resolved(shlex.split(CIFAR10_10MIN))[0]
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ").split())
+    assert f"python train.py {CIFAR10_10MIN}" in readme
 
 
 def test_each_named_model_is_defined_once_for_the_presets_the_benchmarks_and_the_demo():
@@ -128,7 +140,8 @@ def test_each_named_model_is_defined_once_for_the_presets_the_benchmarks_and_the
     from perceiver.settings import Settings
     from perceiver.viz import demo
 
-    for preset, model in (("quickstart", "small"), ("exp1", "exp1"), ("exp2", "exp2"), ("exp3", "exp3")):
+    for preset, model in (("quickstart", "small"), ("cifar10_10min", "cifar_cpu"), ("exp1", "exp1"),
+                          ("exp2", "exp2"), ("exp3", "exp3")):
         assert MODELS[model].items() <= PRESETS[preset][1].items(), preset
     # the benchmarks' models: those of the quick start and of experiments 1 and 3, resolved as train.py does
     sizes = ("fourier_bands", "max_freq", "num_latents", "latent_dim", "num_cross_attend_stages",
@@ -171,7 +184,7 @@ def test_help_shows_presets_and_config(capsys):
     with pytest.raises(SystemExit):
         train.main(["--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "--preset {exp1,exp2,exp3,quickstart}" in out and "--config FILE.json" in out
+    assert "--preset {cifar10_10min,exp1,exp2,exp3,quickstart}" in out and "--config FILE.json" in out
     assert "exp3: Experiment 3: ModelNet40 point clouds" in out
 
 
