@@ -481,11 +481,11 @@ REPO_DIRS = ("perceiver", "benchmarks", "tests", "docs", ".ci")
 
 def test_every_repository_path_the_docs_name_exists():
     """README.md and docs/*.md name only files and folders that exist, except the files they show a command writing
-    (``--json PATH``, ``JSON=PATH``); run directories (logs/) and data folders are a user's, not the repository's."""
+    (``--json PATH``, ``--out PREFIX``, ``JSON=PATH``); run directories (logs/) and data folders are a user's, not the repository's."""
     missing = []
     for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
         text = doc.read_text()
-        written = set(re.findall(r"(?:--json\s+|JSON=)([\w./-]+)", text))
+        written = set(re.findall(r"(?:--json\s+|--out\s+|JSON=)([\w./-]+)", text))
         for path in re.findall(rf"(?<![\w./-])((?:{'|'.join(re.escape(d) for d in REPO_DIRS)})/[\w./-]*)", text):
             path = path.rstrip(".")
             if path not in written and not (REPO / path).exists():
