@@ -65,7 +65,7 @@ def take_train_size(dataset, size: int, seed: int) -> Subset:
     the underlying dataset (the device data path reads a Subset's indices)."""
     labels = dataset_labels(dataset)
     if size > len(labels):
-        raise DataError(f"--train_size {size} is more than the {len(labels)} training samples there are (after "
+        raise UsageError(f"--train_size {size} is more than the {len(labels)} training samples there are (after "
                         f"--val_split); use at most {len(labels)}")
     keep = stratified_subset(labels, size, seed=seed)
     if isinstance(dataset, Subset):

@@ -10,7 +10,7 @@ from torch.utils.data import Subset
 from perceiver.components import build_data as build_split
 from perceiver.data import DataSettings
 from perceiver.data.subset import stratified_subset
-from perceiver.errors import DataError
+from perceiver.errors import UsageError
 from perceiver.probes import dataset_labels
 
 
@@ -43,7 +43,7 @@ def test_the_part_is_taken_after_the_validation_split():
     assert sorted(Counter(dataset_labels(part).tolist()).values()) == [6] * 10
     _, whole, _ = build_data(train_size=200)
     assert len(whole) == 200
-    with pytest.raises(DataError, match="--train_size 181 is more than the 180 training samples"):
+    with pytest.raises(UsageError, match="--train_size 181 is more than the 180 training samples"):
         build_data(val_split=0.1, train_size=181)
 
 
@@ -60,4 +60,5 @@ def test_bad_train_size_is_one_line(run_train):
     res = run_train(["--epochs", "1", "--train_size", "0"])
     assert res.code == 2 and "--train_size is a number of training samples and must be >= 1" in res.err
     res = run_train(["--epochs", "1", "--train_size", "65"], name="too_many")
-    assert res.code == 1 and "--train_size 65 is more than the 64 training samples" in res.err
+    assert res.code == 2 and "--train_size 65 is more than the 64 training samples" in res.err
+    assert not res.run_dir.exists()  # refused before anything is written, like every other bad flag
