@@ -24,6 +24,8 @@ Sections, in the order given (default: all, in this order):
   faster of the two is ``exp1_b64_trainpy_samples_per_s``.
 - ``seeds``: the ``trainpy`` and ``plain`` runs again with seed 1, so that the accuracy comparison rests on two
   seeds of each path.
+- ``profile``: where the ``peer`` section's step of our model (batch 64) spends its time: wall time against the
+  device's busy time, kernel launches, the top operators (`benchmarks/step_profile.py`).
 
 ``fast_vs_plain_acc_diff`` = |mean fast - mean plain| test accuracy over the seeds run. Its standard error is the
 binomial one of the two means on the test set (``fast_vs_plain_acc["se"]``); the goal is met when the difference
@@ -55,6 +57,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.configs import CONFIGS, make_batch  # noqa: E402
 from benchmarks.machine import matmul_peak  # noqa: E402
+from benchmarks.step_profile import describe, profile_step  # noqa: E402
 from benchmarks.timing import count_flops, timed_rounds  # noqa: E402
 from benchmarks.variants import build_variant, fwd_bwd_fn, have_theirs, make_optimizer, train_step_fn  # noqa: E402
 from perceiver.rundir import RunDir  # noqa: E402
@@ -62,11 +65,11 @@ from perceiver.rundir import RunDir  # noqa: E402
 #: the GPU targets, measured by this script on one H200
 GOALS = {"exp1_b64_trainpy_samples_per_s": (">=", 8000), "exp1_large_batch_mfu": (">=", 0.40),
          "exp1_vs_peer_train_speed": (">=", 3.0), "fast_vs_plain_acc_diff": ("<=", 0.02)}
-SECTIONS = ("trainpy", "plain", "peer", "mfu", "cudagraphs", "seeds")
+SECTIONS = ("trainpy", "plain", "peer", "mfu", "cudagraphs", "seeds", "profile")
 
 #: planning figures of each section's seconds before anything is measured: (one GPU, --smoke on a 2-core CPU)
 PLAN_S = {"trainpy": (150, 150), "plain": (90, 30), "peer": (180, 120), "mfu": (150, 90), "cudagraphs": (150, 150),
-          "seeds": (240, 180)}
+          "seeds": (240, 180), "profile": (120, 60)}
 
 #: --smoke: the same sections on a model and data small enough for a CPU
 SMOKE_TRAIN = ["--dataset", "shapes2d", "--shapes_train_size", "64", "--shapes_test_size", "32", "--num_latents", "8",
@@ -265,6 +268,17 @@ def section_peer(args, device: torch.device, out: dict, budget: Budget) -> None:
     log(msg)
 
 
+def section_profile(args, device: torch.device, out: dict) -> None:
+    cfg = exp1_cfg(args)
+    torch._dynamo.reset()
+    v = build_variant("ours+bf16" + ("" if args.no_compile else "+compile"), cfg, device)
+    step = train_step_fn(v, make_batch(cfg, device, batch=cfg["batch"]), make_optimizer(v.model, cfg["lr"]), device)
+    out["profile"] = {"batch": cfg["batch"], **profile_step(step, device, steps=2 if args.smoke else 10,
+                                                            warmup=1 if args.smoke else 3)}
+    for line in describe(out["profile"]):
+        log(line)
+
+
 def hf_peer(cfg: dict, device: torch.device, batch):
     """A training step of Hugging Face's PerceiverForImageClassificationFourier at the config's sizes, or None."""
     try:
@@ -367,7 +381,8 @@ def main(argv: list[str] | None = None) -> dict:
                "mfu": lambda: section_mfu(args, device, out, budget),
                "peer": lambda: section_peer(args, device, out, budget),
                "cudagraphs": lambda: section_cudagraphs(args, logs, out, budget),
-               "seeds": lambda: section_seeds(args, logs, out, budget)}
+               "seeds": lambda: section_seeds(args, logs, out, budget),
+               "profile": lambda: section_profile(args, device, out)}
         for name in args.sections:
             est, basis = estimate(name, args, out)
             record = out["sections"][name] = {"estimate_s": round(est, 1), "basis": basis}

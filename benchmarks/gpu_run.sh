@@ -5,7 +5,7 @@
 # docs/PERFORMANCE.md ("On a GPU") gives the call and what to carry.
 #
 #   bash benchmarks/gpu_run.sh                                        # on the GPU
-#   bash benchmarks/gpu_run.sh --sections cudagraphs seeds            # a later call: the sections left over
+#   bash benchmarks/gpu_run.sh --sections cudagraphs seeds profile    # a later call: the sections left over
 #   PYTHON=.venv/bin/python bash benchmarks/gpu_run.sh --device cpu --smoke   # checks this script on a CPU
 # Extra arguments go to gpu_check.py; JSON=path changes where the figures go.
 set -uo pipefail

@@ -109,6 +109,24 @@ def test_gpu_check_smoke_on_cpu_runs_every_section_compiled_and_writes_after_eac
         assert "hf+bf16" in peer and saved["exp1_vs_hf_train_speed"] > 0
     if HAVE_THEIRS:
         assert saved["exp1_vs_peer_train_speed"] > 0
+    prof = saved["profile"]
+    assert prof["batch"] == gpu_check.SMOKE_MODEL["batch"] and prof["steps"] == 2 and prof["top"]
+    assert sum(t["self_s"] for t in prof["top"]) <= prof["wall_s"] * 1.05  # per step, like the wall time
+
+
+def test_step_profile_counts_each_operator_per_step():
+    from benchmarks.step_profile import describe, profile_step
+    a = torch.randn(64, 64)
+
+    def step():
+        b = a @ a
+        b = b @ a
+        torch.relu(b @ a)
+    res = profile_step(step, torch.device("cpu"), steps=4, warmup=1)
+    ops = {t["op"]: t for t in res["top"]}
+    assert ops["aten::mm"]["calls"] == 3 and ops["aten::relu"]["calls"] == 1
+    assert 0 < ops["aten::mm"]["self_s"] < res["wall_s"] and "kernels" not in res  # no device on a CPU
+    assert describe(res)[0].startswith("profile: ") and any("aten::mm" in line for line in describe(res))
 
 
 def test_gpu_check_skips_what_will_not_fit_the_budget_and_says_why(tmp_path):
