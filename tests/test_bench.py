@@ -150,7 +150,7 @@ def test_a_killed_gpu_check_keeps_the_sections_it_finished(tmp_path):
     path = tmp_path / "gpu.json"
     code = ("import os, sys; from benchmarks import gpu_check; "
             "gpu_check.section_peer = lambda *a: os.kill(os.getpid(), 9); "
-            f"gpu_check.main(sys.argv[1:])")
+            "gpu_check.main(sys.argv[1:])")
     res = subprocess.run([sys.executable, "-c", code, "--device", "cpu", "--smoke", "--no_compile", "--iters", "1",
                           "--json", str(path), "--sections", "mfu", "peer"], cwd=REPO, env=_subprocess_env(),
                          capture_output=True, text=True, timeout=300)
