@@ -66,7 +66,7 @@ def take_train_size(dataset, size: int, seed: int) -> Subset:
     labels = dataset_labels(dataset)
     if size > len(labels):
         raise UsageError(f"--train_size {size} is more than the {len(labels)} training samples there are (after "
-                        f"--val_split); use at most {len(labels)}")
+                         f"--val_split); use at most {len(labels)}")
     keep = stratified_subset(labels, size, seed=seed)
     if isinstance(dataset, Subset):
         return Subset(dataset.dataset, [dataset.indices[i] for i in keep])

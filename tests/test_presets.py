@@ -150,8 +150,7 @@ def test_each_named_model_is_defined_once_for_the_presets_the_benchmarks_and_the
     from perceiver.viz import demo
 
     for preset, model in (("quickstart", "small"), ("cifar10_10min", "cifar_cpu"), ("cifar10_1h", "cifar_cpu"),
-                          ("exp1", "exp1"),
-                          ("exp2", "exp2"), ("exp3", "exp3")):
+                          ("exp1", "exp1"), ("exp2", "exp2"), ("exp3", "exp3")):
         assert MODELS[model].items() <= PRESETS[preset][1].items(), preset
     # the benchmarks' models: those of the quick start and of experiments 1 and 3, resolved as train.py does
     sizes = ("fourier_bands", "max_freq", "num_latents", "latent_dim", "num_cross_attend_stages",
