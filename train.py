@@ -207,10 +207,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {note}", flush=True)
     settings = Settings.from_flags(vars(args))
 
-    if settings.runtime.threads:
-        import torch
-        torch.set_num_threads(settings.runtime.threads)
-
     try:
         if settings.run.eval_only:
             from perceiver.score import score_checkpoint  # imported after validation: bad flags fail fast

@@ -33,6 +33,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_threads(threads: int) -> None:
+    """--threads, applied once the run's flags are final (a resumed run's come from its checkpoint); 0 keeps
+    PyTorch's default, one thread per core."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def eval_view(dataset):
     """A copy of a training dataset that serves evaluation items: no augmentation, fixed point subsets."""
     view = copy.copy(dataset)

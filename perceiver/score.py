@@ -32,6 +32,7 @@ def score_checkpoint(settings: Settings, *, explicit: set[str]) -> int:
     state = ckpt.load_checkpoint(path)
     s = Settings.from_flags(merge_flags(state["args"], settings.flags, explicit, checkpoint=path,
                                         allowed=EVAL_OVERRIDES, model=state.get("model_config")))
+    comp.set_threads(s.runtime.threads)
     info = dist.setup(s.runtime.device)
     comp.seed_everything(s.run.seed)
     bundle, _, _ = comp.build_data(s.data)

@@ -136,6 +136,8 @@ def config_json(settings, parts, info, argv: list[str]) -> dict:
 
 def log_run(log: logging.Logger, settings, parts, info, run, resume: dict | None, state) -> None:
     """The run's header: where it writes, the data, every flag, the model and the schedule."""
+    import torch
+
     log.info(f"run directory: {run.path}" + (f" (resuming {resume['path']} at epoch {state.epoch}, batch "
                                               f"{state.batch})" if resume else ""))
     log.info(f"data: {parts.bundle.source}" + ("; batches served from device memory" if parts.on_device else ""))
@@ -146,7 +148,9 @@ def log_run(log: logging.Logger, settings, parts, info, run, resume: dict | None
             line = "   "
         line += " " + item
     log.info(line)
-    log.info(f"model: {parts.model.num_parameters():,} parameters; device {info.device} x {info.world_size}; amp "
+    threads = torch.get_num_threads()  # in effect: a resumed run applies its own --threads
+    cpu = f" ({threads} thread{'s' * (threads > 1)})" if info.device.type == "cpu" else ""
+    log.info(f"model: {parts.model.num_parameters():,} parameters; device {info.device} x {info.world_size}{cpu}; amp "
              f"{parts.amp.describe()}; {parts.steps_per_epoch} steps/epoch of {settings.batches.batch_size} x "
              f"{settings.optim.gradient_accumulation_steps} x {info.world_size} samples")
     max_time = settings.optim.max_time

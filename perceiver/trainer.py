@@ -46,6 +46,7 @@ def train(settings: Settings, *, explicit: set[str], argv: list[str]) -> int:
             print(f"{what} already finished ({resume['epoch']} epochs); nothing to do. Start a new run to train "
                   f"further.", flush=True)
             return 0
+    comp.set_threads(settings.runtime.threads)
     info = distributed.setup(settings.runtime.device)
     log = tracking.setup_logging(None, main_process=info.is_main)
     trainer = Trainer(settings, info=info, run=run, resume=resume, argv=argv, log=log, options=options,

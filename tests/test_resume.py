@@ -49,6 +49,18 @@ def test_sigkill_after_epoch_then_resume_is_identical(reference, tmp_path):
     assert_same_run(reference, killed.run_dir)
 
 
+def test_a_resumed_run_keeps_its_own_threads(tmp_path):
+    """--threads is a run's flag like any other: resuming without it must not fall back to the process default
+    (1 here: the test environment sets OMP_NUM_THREADS=1)."""
+    logs = tmp_path / "logs"
+    killed = run_train_in(logs, ["--epochs", "2", "--threads", "2"], subprocess_=True, faults="kill_epoch:1")
+    assert killed.code == -signal.SIGKILL
+    resumed = run_train_in(logs, ["--resume", str(killed.run_dir)], tiny=False, subprocess_=True)
+    assert resumed.code == 0, resumed.err
+    headers = [line for line in (killed.run_dir / "train.log").read_text().splitlines() if " model: " in line]
+    assert len(headers) == 2 and all("device cpu x 1 (2 threads);" in line for line in headers), headers
+
+
 @pytest.mark.slow
 def test_sigkill_resume_with_two_workers(reference, tmp_path):
     logs = tmp_path / "logs"
