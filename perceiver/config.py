@@ -93,7 +93,7 @@ class PerceiverConfig:
         None, "width of the cross-attention's queries, keys and values (default: %(default)s = --latent_dim)")
     input_norm: bool = option(  # LayerNorm over each [x, position features] token before its projection
         True, "no LayerNorm over each input token [channels, position features] before the key/value projection; "
-              "the paper has one, and it learns better (docs/RECIPES.md) (default: the norm is on)",
+              "the paper has one, and it learns better (docs/RECIPES_SAMPLE.md) (default: the norm is on)",
         flag="no_input_norm", dest="input_norm")
     stem: str = option(  # "conv": perceiver/stem.py's convolution before the cross-attention
         "none", "conv: a 3x3 convolution and GELU turn each pixel into --stem_width features of its neighbourhood "
@@ -103,7 +103,7 @@ class PerceiverConfig:
     image_size: tuple[int, int] | None = None  # (H, W) of image tokens, for the stem (None without one)
     mlp_ratio: float = option(  # MLP hidden width / latent_dim: DeepMind's widening factor
         1.0, "MLP hidden width / D; 1 is DeepMind's widening factor, and learned better in 600 s than 4 "
-             "(docs/RECIPES.md)")
+             "(docs/RECIPES_SAMPLE.md)")
     dropout: float = option(0.0, "dropout rate")
     drop_path: float = option(
         0.0, "stochastic depth: drop rate of the latent blocks' residual branches, rising linearly from 0 to this "

@@ -99,7 +99,7 @@ class Perceiver(nn.Module):
     def reset_parameters(self) -> None:
         # Linear layers: std 1/sqrt(fan_in), truncated at 2 std, as DeepMind's code. A fixed small std (0.02,
         # ViT-style) makes the attention over N = 1024 pixels start out uniform, and the gradient reaching each
-        # attention logit scales with 1/N (docs/RECIPES.md: 0.21 vs 0.33 validation accuracy after 3 epochs).
+        # attention logit scales with 1/N (docs/RECIPES_SAMPLE.md: 0.21 vs 0.33 validation accuracy after 3 epochs).
         correction = 1.0 / TRUNC_NORMAL_STD if self.config.init == "fan_in" else 1.0
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)):
