@@ -29,11 +29,12 @@ import torch.nn.functional as F  # noqa: E402
 from perceiver.model import Perceiver, PerceiverConfig  # noqa: E402
 from perceiver.optim import build_optimizer  # noqa: E402
 from perceiver.position import grid_positions  # noqa: E402
+from perceiver.presets import MODELS  # noqa: E402
 from perceiver.rundir import RunLock  # noqa: E402
 
-#: the README's "CIFAR-10 in 10 CPU-minutes" model: train.py's defaults with these flags
-TEN_MINUTE_MODEL = dict(in_channels=3, num_classes=10, pos_dim=2, fourier_bands=16, max_freq=32.0, num_latents=64,
-                        latent_dim=128, num_cross_attend_stages=2, num_transformer_blocks=2, num_heads=4)
+#: the README's "CIFAR-10 in 10 CPU-minutes" model: train.py's CIFAR-10 defaults with the preset's model flags
+TEN_MINUTE_MODEL = dict(in_channels=3, num_classes=10, pos_dim=2, fourier_bands=16, max_freq=32.0,
+                        **MODELS["cifar_cpu"])
 TRAIN_IMAGES, BATCH = 5000, 64
 
 

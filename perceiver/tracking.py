@@ -162,7 +162,7 @@ def log_run(log: logging.Logger, settings, parts, info, run, resume: dict | None
                 if parts.pos is not None else "")
         log.warning(f"--cross_heads {heads}: heads of {parts.config.cross_width // heads} features are too narrow for "
                     f"the cheap cross-attention (perceiver/kernels.py), so keys and values are built in full: about "
-                    f"2.8x the training step of the 10-minute CIFAR-10 model (docs/RECIPES_SAMPLE.md){hint}")
+                    f"2.8x the training step of the small CIFAR-10 model (docs/RECIPES_SAMPLE.md){hint}")
     if settings.optim.use_amp and info.device.type == "cpu":
         log.warning("--use_amp on CPU: bfloat16 autocast runs, but it is usually slower than float32 on CPUs; it "
                     "helps on GPUs")
