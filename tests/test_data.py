@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import pickle
 from pathlib import Path
@@ -12,16 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from data_files import CLASSES, NAMES, write_cifar, write_modelnet
 from perceiver.components import eval_view
-from perceiver.data import AUTO_AUGMENT, DATASET_DEFAULTS, DATASETS, DataSettings, add_data_args, build_dataset
+from perceiver.data import AUTO_AUGMENT, DataSettings, build_dataset
 from perceiver.data import cifar10 as cifar_module
 from perceiver.data import download as download_module
 from perceiver.data import points as points_module
 from perceiver.data.augment import AutoAugment
 from perceiver.data.images import grid_positions, random_crop_flip
 from perceiver.errors import DataError
-
-CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 @pytest.fixture(autouse=True)
@@ -42,30 +40,6 @@ def ns(**flags) -> DataSettings:
 
 
 # ----------------------------------------------------------------------------------------------------- CIFAR-10
-def cifar_batch(n: int, start: int, rng: np.random.Generator, *, str_keys: bool) -> dict:
-    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-    labels = [(start + i) % 10 for i in range(n)]
-    batch = {"batch_label": "fixture", "labels": labels, "data": data,
-             "filenames": [f"img_{start + i}.png" for i in range(n)]}
-    return batch if str_keys else {k.encode(): (v.encode() if isinstance(v, str) else v) for k, v in batch.items()}
-
-
-def write_cifar(root: Path, *, per_batch: int = 4, test_size: int = 6, str_keys: bool = False) -> Path:
-    """The official python layout with tiny batches, pickled with protocol 2 like the originals."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    batches = {f"data_batch_{i}": cifar_batch(per_batch, (i - 1) * per_batch, rng, str_keys=str_keys)
-               for i in range(1, 6)}
-    batches["test_batch"] = cifar_batch(test_size, 0, rng, str_keys=str_keys)
-    names = CLASSES if str_keys else [c.encode() for c in CLASSES]
-    batches["batches.meta"] = {("label_names" if str_keys else b"label_names"): names}
-    for name, obj in batches.items():
-        with open(folder / name, "wb") as f:
-            pickle.dump(obj, f, protocol=2)
-    return folder
-
-
 def raw_tokens(folder: Path, name: str, index: int) -> torch.Tensor:
     """Pixel index-th image of a batch file as (1024, 3) uint8 tokens, decoded independently of the loader."""
     with open(folder / name, "rb") as f:
@@ -250,26 +224,6 @@ def test_cifar_checksums_only_for_full_release(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------------------------------- ModelNet40
-NAMES = ["airplane", "bathtub", "bed", "bench", "bookshelf"]
-
-
-def write_modelnet(root: Path, *, points: int = 64) -> Path:
-    """The PointNet HDF5 layout: two train files and one test file, listed with the original's prefix."""
-    folder = root / "modelnet40_ply_hdf5_2048"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    files = {"ply_data_train0.h5": 6, "ply_data_train1.h5": 4, "ply_data_test0.h5": 5}
-    for name, n in files.items():
-        with h5py.File(folder / name, "w") as f:
-            f["data"] = rng.normal(size=(n, points, 3)).astype(np.float32) * 0.3 + 0.1
-            f["label"] = (np.arange(n) % len(NAMES)).astype(np.uint8)[:, None]  # (n, 1) as in the release
-    prefix = "data/modelnet40_ply_hdf5_2048/"
-    (folder / "train_files.txt").write_text(f"{prefix}ply_data_train0.h5\n{prefix}ply_data_train1.h5\n")
-    (folder / "test_files.txt").write_text(f"{prefix}ply_data_test0.h5\n")
-    (folder / "shape_names.txt").write_text("\n".join(NAMES) + "\n")
-    return folder
-
-
 def modelnet(tmp_path, **flags):
     return build_dataset(ns(dataset="modelnet40", data_dir=str(tmp_path), **flags))
 
@@ -358,6 +312,17 @@ def test_modelnet_missing_with_failing_download(tmp_path, monkeypatch, no_networ
                     "http://mirror.invalid/env.zip", "http://mirror.invalid/flag.zip"]
 
 
+def test_modelnet_class_subset_relabels_in_the_given_order(tmp_path):
+    write_modelnet(tmp_path)
+    full = modelnet(tmp_path, modelnet40_num_points=16)
+    sub = modelnet(tmp_path, modelnet40_num_points=16, modelnet40_classes=["bed", "airplane"])
+    assert sub.class_names == ["bed", "airplane"] and sub.num_classes == 2
+    expected = [{2: 0, 0: 1}[int(y)] for y in full.train.labels if int(y) in (0, 2)]
+    assert sub.train.labels.tolist() == expected
+    with pytest.raises(DataError, match="unknown class"):
+        modelnet(tmp_path, modelnet40_num_points=16, modelnet40_classes=["nope"])
+
+
 # ---------------------------------------------------------------------------------------------- built-in shapes
 SMALL = dict(shapes_train_size=200, shapes_test_size=50)
 
@@ -406,68 +371,3 @@ def test_shapes3d():
     assert torch.equal(x, a.train[3][0])
     assert torch.allclose(x.mean(0), torch.zeros(3), atol=1e-5)
     assert torch.isclose(x.norm(dim=1).max(), torch.tensor(1.0))
-
-
-# -------------------------------------------------------------------------------------------------------- flags
-def parse(argv):
-    parser = argparse.ArgumentParser()
-    add_data_args(parser)
-    args = parser.parse_args(argv)
-    try:
-        DataSettings.from_flags(vars(args)).check()
-    except ValueError as e:
-        parser.error(str(e))
-    return args
-
-
-def test_flag_defaults_and_dataset_defaults():
-    args = parse([])
-    assert (args.dataset, args.data_dir, args.modelnet40_num_points, args.permute_pixels_seed) == \
-        ("cifar10", "./data", 2048, 42)
-    assert not (args.permute_pixels or args.no_augment or args.modelnet40_rotate) and args.modelnet40_jitter == 0
-    assert set(DATASET_DEFAULTS) == set(DATASETS)
-    assert DATASET_DEFAULTS["cifar10"] == {"batch_size": 64, "fourier_bands": 16, "max_freq": 32.0}
-    assert DATASET_DEFAULTS["modelnet40"] == {"batch_size": 8, "fourier_bands": 64, "max_freq": 1120.0}
-
-
-@pytest.mark.parametrize("argv", [
-    ["--dataset", "modelnet40", "--permute_pixels"],
-    ["--dataset", "shapes3d", "--permute_pixels"],
-    ["--dataset", "modelnet40", "--modelnet40_num_points", "0"],
-    ["--dataset", "modelnet40", "--modelnet40_num_points", "4096"],
-    ["--dataset", "modelnet40", "--modelnet40_jitter", "-0.1"],
-    ["--dataset", "cifar10", "--modelnet40_rotate"],
-    ["--dataset", "modelnet40", "--modelnet40_rotate", "--no_augment"],
-    ["--dataset", "shapes2d", "--shapes_train_size", "5"],
-    ["--dataset", "shapes2d", "--auto_augment", "trivial"],
-    ["--dataset", "cifar10", "--auto_augment", "trivial", "--no_augment"],
-    ["--dataset", "cifar10", "--auto_augment", "bogus"],
-    ["--dataset", "cifar10", "--auto_augment", "trivial", "--randaugment_magnitude", "5"],
-    ["--dataset", "cifar10", "--randaugment_ops", "1"],
-    ["--dataset", "cifar10", "--auto_augment", "randaugment", "--randaugment_magnitude", "31"],
-    ["--dataset", "cifar10", "--auto_augment", "randaugment", "--randaugment_ops", "0"],
-])
-def test_validate_rejects(argv, capsys):
-    with pytest.raises(SystemExit):
-        parse(argv)
-    assert "error:" in capsys.readouterr().err
-
-
-def test_validate_accepts():
-    parse(["--dataset", "shapes2d", "--permute_pixels", "--permute_pixels_seed", "3"])
-    parse(["--dataset", "modelnet40", "--modelnet40_num_points", "1024", "--modelnet40_rotate",
-           "--modelnet40_jitter", "0.01"])
-    args = parse(["--auto_augment", "randaugment", "--randaugment_ops", "1", "--randaugment_magnitude", "5"])
-    assert (args.auto_augment, args.randaugment_ops, args.randaugment_magnitude) == ("randaugment", 1, 5)
-
-
-
-def test_modelnet_class_subset_relabels_in_the_given_order(tmp_path):
-    write_modelnet(tmp_path)
-    full = modelnet(tmp_path, modelnet40_num_points=16)
-    sub = modelnet(tmp_path, modelnet40_num_points=16, modelnet40_classes=["bed", "airplane"])
-    assert sub.class_names == ["bed", "airplane"] and sub.num_classes == 2
-    expected = [{2: 0, 0: 1}[int(y)] for y in full.train.labels if int(y) in (0, 2)]
-    assert sub.train.labels.tolist() == expected
-    with pytest.raises(DataError, match="unknown class"):
-        modelnet(tmp_path, modelnet40_num_points=16, modelnet40_classes=["nope"])

@@ -20,7 +20,7 @@ from perceiver.data.modelnet40 import load_modelnet40
 from perceiver.errors import DataError
 from perceiver.rundir import EpochRow, RunDir, atomic_write_json, read_jsonl
 from perceiver.viz import synthetic
-from test_data import write_cifar, write_modelnet
+from data_files import write_cifar, write_modelnet
 from test_viz_scripts import SMALL
 
 NAN, INF = float("nan"), float("inf")

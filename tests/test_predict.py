@@ -1,7 +1,6 @@
 """python -m perceiver.predict: a run's own test images saved as PNG get exactly the logits evaluation computed for
 them (plain, permuted with a learned encoding, point clouds from .npy and .txt), one line per file, bad files
 reported one line each while the others are classified, --topk, --save_attention, flag errors."""
-import json
 import subprocess
 import sys
 

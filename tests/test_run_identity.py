@@ -17,7 +17,7 @@ import torch
 import train
 from conftest import run_train_in
 from perceiver.rundir import RunDir, RunLock
-from test_data import write_cifar
+from data_files import write_cifar
 
 #: the tiny model of conftest's TINY_TRAIN, on CIFAR-10 files (20 train / 6 test images per write_cifar)
 CIFAR = ["--dataset", "cifar10", "--num_latents", "8", "--latent_dim", "32", "--num_cross_attend_stages", "1",

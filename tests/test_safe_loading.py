@@ -8,7 +8,6 @@ source check fails if anyone adds an unsafe load (pickle, torch.load without wei
 """
 import ast
 import io
-import os
 import pickle
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ from conftest import REPO, run_train_in
 from perceiver.data import cifar10, modelnet40
 from perceiver.data.download import fetch_archive
 from perceiver.errors import DataError
-from test_data import write_cifar, write_modelnet
+from data_files import write_cifar, write_modelnet
 
 SAMPLE = Path("/work/shared/data/cifar-10-batches-py")
 

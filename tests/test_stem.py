@@ -3,7 +3,6 @@ token, and that a stem run trains, saves and reloads like any other."""
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from perceiver import load_model
 from perceiver.model import Perceiver, PerceiverConfig
