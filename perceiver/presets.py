@@ -15,7 +15,7 @@ from __future__ import annotations
 MODELS: dict[str, dict] = {
     "small": {"num_latents": 16, "latent_dim": 64, "num_cross_attend_stages": 1, "num_transformer_blocks": 2,
               "num_heads": 2},
-    "cifar_cpu": {"num_latents": 32, "latent_dim": 128, "num_cross_attend_stages": 2, "num_transformer_blocks": 2,
+    "cifar_cpu": {"num_latents": 16, "latent_dim": 128, "num_cross_attend_stages": 2, "num_transformer_blocks": 2,
                   "num_heads": 4},
     "exp1": {"cifar10_fourier_bands": 64, "cifar10_max_freq": 32.0, "num_latents": 96, "latent_dim": 384,
              "num_cross_attend_stages": 4, "num_transformer_blocks": 4, "num_heads": 3, "dropout": 0.2,
@@ -28,9 +28,10 @@ MODELS: dict[str, dict] = {
 }
 
 #: The CIFAR-10 runs on the whole training split at a CPU budget, chosen on a validation split of the 50,000 images
-#: (docs/RECIPES.md). 32 latents rather than 64: about twice the epochs in the same time, +3.0 and +3.8 points in
-#: 600 s (seeds 0 and 1). The random crop per budget: off for 600 s (+3.5 and +4.2 points with 64 latents, in
-#: its few epochs), on for the hour (+2.3 points at 24 epochs, where the model without it overfits).
+#: (docs/RECIPES.md). 16 latents rather than 64: three times the epochs in the same time, +5.1 and +5.3
+#: points in 600 s (seeds 0 and 1; 32 latents: +3.0 and +3.8). The random crop per budget: off for 600 s (+3.5 and
+#: +4.2 points with 64 latents, in its few epochs), on for the hour (+2.3 points at 24 epochs, where the model
+#: without it overfits).
 CIFAR10_FULL = {"dataset": "cifar10", **MODELS["cifar_cpu"], "save_metrics": True}
 
 #: name -> (one-line description, flags). Values as in the specification's commands (docs/TRAINING.md).
@@ -52,7 +53,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
         "scheduler": "multistep", "epochs": 120, "batch_size_modelnet40": 8, "num_workers": 0,
         "save_attention_maps": True, "attention_save_interval": 10, "save_metrics": True, "use_tensorboard": True,
     }),
-    "cifar10_10min": ("CIFAR-10 in 10 CPU-minutes: a small model (0.57 M parameters, 32 latents), 600 s", {
+    "cifar10_10min": ("CIFAR-10 in 10 CPU-minutes: a small model (0.57 M parameters, 16 latents), 600 s", {
         "experiment_name": "cifar10_10min", **CIFAR10_FULL, "crop_padding": 0, "max_time": 600}),
     "cifar10_1h": ("CIFAR-10 in one CPU-hour: the 10-minute recipe with 64 latents and the random crop, 3600 s", {
         # 64 latents: given the hour, 32 latents' extra epochs tied with them on validation (+0.9 points,
