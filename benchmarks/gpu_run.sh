@@ -7,11 +7,16 @@
 #   bash benchmarks/gpu_run.sh                                        # on the GPU
 #   bash benchmarks/gpu_run.sh --sections cudagraphs seeds profile    # a later call: the sections left over
 #   PYTHON=.venv/bin/python bash benchmarks/gpu_run.sh --device cpu --smoke   # checks this script on a CPU
+#                                                                   (its JSON and log go to $TMPDIR or /tmp)
 # Extra arguments go to gpu_check.py; JSON=path changes where the figures go.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-JSON=${JSON:-benchmarks/results/gpu.json}
+SMOKE_JSON=${TMPDIR:-/tmp}/gpu_smoke.json
+case " $* " in  # a smoke check measures nothing: it must not replace the GPU's figures in benchmarks/results/
+    *" --smoke "*) JSON=${JSON:-$SMOKE_JSON} ;;
+    *) JSON=${JSON:-benchmarks/results/gpu.json} ;;
+esac
 LOG=${JSON%.json}.log
 mkdir -p "$(dirname "$JSON")"
 if compgen -G ".whl/*.whl" > /dev/null; then  # pure-Python peers the machine lacks (perceiver-pytorch)

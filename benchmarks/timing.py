@@ -1,4 +1,4 @@
-"""Timing callables against each other, and counting the FLOPs they execute.
+"""Timing callables against each other, counting the FLOPs they execute, and a time budget's seconds left.
 
     times = timed_rounds({"a": fn_a, "b": fn_b}, warmup=1, iters=5, device=device)
     times["a"]["median_s"], times["a"]["min_s"], times["a"]["max_s"]
@@ -58,3 +58,16 @@ def count_flops(fn: Callable[[], None]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+class Budget:
+    """Seconds left of a time budget, counted from its creation."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.start = seconds, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        return self.seconds - self.elapsed()

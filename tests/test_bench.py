@@ -81,7 +81,7 @@ def test_timed_rounds_alternate_the_order_and_summarise_each_function():
 
 @pytest.mark.slow
 def test_gpu_check_smoke_on_cpu_runs_every_section_compiled_and_writes_after_each(tmp_path, monkeypatch):
-    from benchmarks import gpu_check
+    from benchmarks import gpu_check, gpu_steps
     path = tmp_path / "gpu.json"
     written = []  # the sections the file held at each write
     real_write = gpu_check.write
@@ -110,7 +110,7 @@ def test_gpu_check_smoke_on_cpu_runs_every_section_compiled_and_writes_after_eac
     if HAVE_THEIRS:
         assert saved["exp1_vs_peer_train_speed"] > 0
     prof = saved["profile"]
-    assert prof["batch"] == gpu_check.SMOKE_MODEL["batch"] and prof["steps"] == 2 and prof["top"]
+    assert prof["batch"] == gpu_steps.SMOKE_MODEL["batch"] and prof["steps"] == 2 and prof["top"]
     assert sum(t["self_s"] for t in prof["top"]) <= prof["wall_s"] * 1.05  # per step, like the wall time
 
 
@@ -182,3 +182,23 @@ def test_the_accuracy_goal_is_met_with_a_large_enough_test_set():
     out = {"trainpy_fast": {"test_acc": 0.801}, "trainpy_plain": {"test_acc": 0.800, "test_samples": 1_000_000}}
     gpu_check.compare_accuracy(out)
     assert out["fast_vs_plain_acc"]["verdict"] == "met" and gpu_check.goals(out)["fast_vs_plain_acc_diff"]["met"]
+
+
+def test_a_smoke_check_through_gpu_run_sh_leaves_the_committed_gpu_figures_alone(tmp_path):
+    """benchmarks/results/gpu.json holds the figures measured on a GPU; the CPU smoke check of the shell wrapper
+    writes its JSON and log to the temporary folder instead."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, _subprocess_env
+    results = REPO / "benchmarks" / "results"
+    before = {name: (results / name).read_bytes() for name in ("gpu.json", "gpu.log")}
+    res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_run.sh"), "--device", "cpu", "--smoke",
+                          "--budget_s", "1", "--sections", "trainpy"],
+                         cwd=REPO, env={**_subprocess_env(), "PYTHON": sys.executable, "TMPDIR": str(tmp_path)},
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert {name: (results / name).read_bytes() for name in before} == before
+    saved = json.loads((tmp_path / "gpu_smoke.json").read_text())
+    assert saved["smoke"] and saved["sections"]["trainpy"]["status"].startswith("skipped")
+    assert "wrote " + str(tmp_path / "gpu_smoke.json") in (tmp_path / "gpu_smoke.log").read_text()
