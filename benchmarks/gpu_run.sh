@@ -12,9 +12,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-SMOKE_JSON=${TMPDIR:-/tmp}/gpu_smoke.json
 case " $* " in  # a smoke check measures nothing: it must not replace the GPU's figures in benchmarks/results/
-    *" --smoke "*) JSON=${JSON:-$SMOKE_JSON} ;;
+    *" --smoke "*) JSON=${JSON:-${TMPDIR:-/tmp}/gpu_smoke.json} ;;
     *) JSON=${JSON:-benchmarks/results/gpu.json} ;;
 esac
 LOG=${JSON%.json}.log

@@ -28,10 +28,9 @@ MODELS: dict[str, dict] = {
 }
 
 #: The CIFAR-10 runs on the whole training split at a CPU budget, chosen on a validation split of the 50,000 images
-#: (docs/RECIPES.md). 16 latents rather than 64: three times the epochs in the same time, +5.1 and +5.3
-#: points in 600 s (seeds 0 and 1; 32 latents: +3.0 and +3.8). The random crop per budget: off for 600 s (+3.5 and
-#: +4.2 points with 64 latents, in its few epochs), on for the hour (+2.3 points at 24 epochs, where the model
-#: without it overfits).
+#: (docs/RECIPES.md, with the figures). 16 latents for 600 s: three times the epochs of 64 in the same time, which
+#: the model's underfitting makes worth more than the latents' capacity. The random crop per budget: off for 600 s
+#: (in its few epochs it costs more fit than it buys), on for the hour (where the model without it overfits).
 CIFAR10_FULL = {"dataset": "cifar10", **MODELS["cifar_cpu"], "save_metrics": True}
 
 #: name -> (one-line description, flags). Values as in the specification's commands (docs/TRAINING.md).
@@ -56,8 +55,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
     "cifar10_10min": ("CIFAR-10 in 10 CPU-minutes: a small model (0.57 M parameters, 16 latents), 600 s", {
         "experiment_name": "cifar10_10min", **CIFAR10_FULL, "crop_padding": 0, "max_time": 600}),
     "cifar10_1h": ("CIFAR-10 in one CPU-hour: the 10-minute recipe with 64 latents and the random crop, 3600 s", {
-        # 64 latents: given the hour on validation images, 32 latents' extra epochs tied with them (+0.9 points) and
-        # 16 latents' overfit (-1.7 points; docs/RECIPES.md)
+        # 64 latents: given the hour on validation images, 32 latents tied with them and 16 overfit (docs/RECIPES.md)
         "experiment_name": "cifar10_1h", **CIFAR10_FULL, "num_latents": 64, "crop_padding": 4, "max_time": 3600}),
     "quickstart": ("the README's quick start: built-in shapes2d, a small model, 24 epochs (about a minute on one "
                    "CPU thread)", {

@@ -2,12 +2,15 @@
 """
 import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from benchmarks import bench, report
 from benchmarks.configs import CONFIGS, ours_config
+from conftest import REPO, _subprocess_env
 from perceiver.model import Perceiver
 
 HAVE_THEIRS = importlib.util.find_spec("perceiver_pytorch") is not None
@@ -143,10 +146,6 @@ def test_gpu_check_skips_what_will_not_fit_the_budget_and_says_why(tmp_path):
 @pytest.mark.slow
 def test_a_killed_gpu_check_keeps_the_sections_it_finished(tmp_path):
     """The process is killed (SIGKILL) as its second section starts: the first section's figures are on disk."""
-    import subprocess
-    import sys
-
-    from conftest import REPO, _subprocess_env
     path = tmp_path / "gpu.json"
     code = ("import os, sys; from benchmarks import gpu_check; "
             "gpu_check.section_peer = lambda *a: os.kill(os.getpid(), 9); "
@@ -187,10 +186,6 @@ def test_the_accuracy_goal_is_met_with_a_large_enough_test_set():
 def test_a_smoke_check_through_gpu_run_sh_leaves_the_committed_gpu_figures_alone(tmp_path):
     """benchmarks/results/gpu.json holds the figures measured on a GPU; the CPU smoke check of the shell wrapper
     writes its JSON and log to the temporary folder instead."""
-    import subprocess
-    import sys
-
-    from conftest import REPO, _subprocess_env
     results = REPO / "benchmarks" / "results"
     before = {name: (results / name).read_bytes() for name in ("gpu.json", "gpu.log")}
     res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_run.sh"), "--device", "cpu", "--smoke",
