@@ -45,6 +45,7 @@ from benchmarks.variants import have_theirs  # noqa: E402
 
 
 SECTIONS = ("speed", "scaling", "capture")
+VARIANT_KINDS = {"bf16", "compile"}  # the extra variants of our model: bf16 autocast, torch.compile
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on CUDA, skip the bf16 / torch.compile variants")
     p.add_argument("--cuda_variants", "--cuda-variants", default="bf16,compile",
                    help="on CUDA, extra variants: bf16 (autocast), compile (torch.compile) (default: %(default)s)")
+    p.add_argument("--cpu_variants", "--cpu-variants", default="",
+                   help="on the CPU, the same extra variants, e.g. bf16,compile (default: none)")
     p.add_argument("--probe_timeout", "--probe-timeout", type=float, default=900,
                    help="seconds per memory probe (default: %(default)s)")
     p.add_argument("--scaling_n", "--scaling-n", default=None,
@@ -101,6 +104,11 @@ def main(argv: list[str] | None = None) -> dict:
     if sections - set(SECTIONS):
         parser.error(f"--sections: unknown section(s) {', '.join(sorted(sections - set(SECTIONS)))}; "
                      f"choose from {', '.join(SECTIONS)}")
+    for flag in ("cuda_variants", "cpu_variants"):
+        kinds = set(filter(None, getattr(args, flag).split(",")))
+        if kinds - VARIANT_KINDS:
+            parser.error(f"--{flag}: unknown variant(s) {', '.join(sorted(kinds - VARIANT_KINDS))}; "
+                         f"choose from {', '.join(sorted(VARIANT_KINDS))}")
     if args.compare and not have_theirs():
         msg = "perceiver-pytorch is not installed (pip install perceiver-pytorch)"
         if not args.tiny:

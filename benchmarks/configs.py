@@ -19,13 +19,16 @@ def named_model(name: str, dataset: str) -> dict:
 
 
 #: Benchmark configurations. ``small``, ``exp1`` and ``exp3`` are the models of the quick start and of the
-#: specification's experiments 1 and 3 (perceiver/presets.py defines them). Dropout is 0 everywhere: the two
+#: specification's experiments 1 and 3, ``cifar_cpu`` the 10-minute CIFAR-10 preset's model with train.py's MLP
+#: ratio (perceiver/presets.py defines them). Dropout is 0 everywhere: the two
 #: libraries place dropout differently, and it is not what is being compared.
 CONFIGS: dict[str, dict] = {
     "small": dict(kind="image", hw=(32, 32), batch=32, lr=1e-3, model=dict(  # built-in shapes2d: 32x32 RGB
         in_channels=3, num_classes=10, pos_dim=2, **named_model("small", "shapes2d"))),
     "exp1": dict(kind="image", hw=(32, 32), batch=64, lr=4e-3, model=dict(  # README Experiment 1 (CIFAR-10)
         in_channels=3, num_classes=10, pos_dim=2, **named_model("exp1", "cifar10"))),
+    "cifar_cpu": dict(kind="image", hw=(32, 32), batch=64, lr=4e-3, model=dict(  # the 10-minute CIFAR-10 preset
+        in_channels=3, num_classes=10, pos_dim=2, mlp_ratio=1.0, **named_model("cifar_cpu", "cifar10"))),
     "exp3": dict(kind="points", n=2048, batch=8, lr=1e-3, model=dict(  # README Experiment 3 (ModelNet40)
         in_channels=3, num_classes=40, pos_dim=3, **named_model("exp3", "modelnet40"))),
     "tiny": dict(kind="image", hw=(8, 8), batch=4, lr=1e-3, model=dict(  # smoke tests

@@ -22,12 +22,14 @@ def variant_names(args, device: torch.device) -> list[str]:
         names.append("ours-ckpt")
     if args.ablation:
         names += ["ours-no-absorb", "ours-no-recompute", "ours-neither", "ours-plain"]
-    if device.type == "cuda" and not args.no_cuda_variants:
-        kinds = set(args.cuda_variants.split(","))
-        if "bf16" in kinds:
-            names += ["ours+bf16"] + (["theirs+bf16"] if args.compare else [])
-        if "compile" in kinds:
-            names += ["ours+compile", "ours+bf16+compile"] if "bf16" in kinds else ["ours+compile"]
+    if device.type == "cuda":
+        kinds = set() if args.no_cuda_variants else set(args.cuda_variants.split(","))
+    else:
+        kinds = set(filter(None, args.cpu_variants.split(",")))
+    if "bf16" in kinds:
+        names += ["ours+bf16"] + (["theirs+bf16"] if args.compare else [])
+    if "compile" in kinds:
+        names += ["ours+compile", "ours+bf16+compile"] if "bf16" in kinds else ["ours+compile"]
     return names
 
 
@@ -56,7 +58,7 @@ def bench_config(name: str, args, device: torch.device, log) -> dict:
 
     # The matmul rate ("peak") is timed in the same rounds as the models, so that both see the same load.
     peaks = {"fp32": matmul_fn(device)}
-    if device.type == "cuda":
+    if device.type == "cuda" or any(v.autocast is torch.bfloat16 for v in variants.values()):
         peaks["bf16"] = matmul_fn(device, torch.bfloat16)
     for mode in ("train", "eval"):
         fns = {n: (train_step_fn(v, batch, opts[n], device) if mode == "train" else eval_step_fn(v, batch, device))

@@ -17,7 +17,7 @@ from perceiver.model import Perceiver
 #: K/V materialised, position half once per batch) and the MLP's GELU recomputation; "ours-plain" runs the
 #: plain model of perceiver/model.py. Variants differ by their PerceiverConfig only.
 OURS_VARIANTS: dict[str, tuple[dict, str]] = {
-    "ours": ({}, "mlp_ratio 4 (train.py's default is 1; 4 matches their feed-forward width)"),
+    "ours": ({}, ""),  # its note names the config's MLP ratio (build_variant)
     "ours-ff6": ({"mlp_ratio": 6.0}, "mlp_ratio 6 = their GEGLU's FLOPs and weights"),
     "ours-ckpt": ({"activation_checkpointing": True}, "activation checkpointing"),
     "ours-no-absorb": ({"cross_kernel": "project"}, "ablation: K/V materialised (project path)"),
@@ -64,11 +64,16 @@ class Variant:
 
 
 def build_variant(name: str, cfg: dict, device: torch.device) -> Variant:
-    """``base[+bf16][+compile]``: base is a key of OURS_VARIANTS or "theirs"; the suffixes are CUDA variants."""
+    """``base[+bf16][+compile]``: base is a key of OURS_VARIANTS or "theirs"; the suffixes add bf16 autocast and
+    torch.compile (on CUDA by default, on the CPU with ``--cpu-variants``)."""
     base = name.split("+")[0]
     if base in OURS_VARIANTS:
         over, note = OURS_VARIANTS[base]
         model = Perceiver(ours_config(cfg, **over)).to(device)
+        if base == "ours":
+            ratio = model.config.mlp_ratio
+            note = f"mlp_ratio {ratio:g}" + {4.0: " (train.py's default is 1; 4 matches their feed-forward width)",
+                                             1.0: " (train.py's default)"}.get(ratio, "")
 
         def forward(b: Batch, m: nn.Module = model):
             return m(b.x, b.pos)

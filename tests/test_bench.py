@@ -49,6 +49,7 @@ def test_tiny_benchmark_runs_and_writes_every_figure(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--configs", "small,huge"], "unknown config(s) huge"),
     (["--sections", "speed,sped"], "unknown section(s) sped"),
+    (["--cpu-variants", "bf16,fp8"], "--cpu_variants: unknown variant(s) fp8"),
 ])
 def test_bad_arguments_are_refused_in_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -60,6 +61,15 @@ def test_compare_without_perceiver_pytorch_is_skipped_in_tiny_mode(tmp_path, mon
     monkeypatch.setattr(bench, "have_theirs", lambda: False)
     res = bench.main(["--tiny", "--quiet", "--sections", "speed", "--no-memory", "--compare", "perceiver-pytorch"])
     assert set(res["configs"]["tiny"]["variants"]) == {"ours"}
+
+
+def test_cpu_variants_time_bf16_autocast_beside_float32(tmp_path):
+    res = bench.main(["--tiny", "--quiet", "--sections", "speed", "--no-memory", "--cpu-variants", "bf16",
+                      "--device", "cpu"])
+    variants = res["configs"]["tiny"]["variants"]
+    assert list(variants) == ["ours", "ours+bf16"]
+    assert variants["ours+bf16"]["train"]["samples_per_s"] > 0
+    assert variants["ours+bf16"]["params"] == variants["ours"]["params"]
 
 
 def test_count_flops_of_a_matmul():
