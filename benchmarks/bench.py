@@ -5,6 +5,7 @@
     python benchmarks/bench.py --compare perceiver-pytorch --json out.json   # + lucidrains' Perceiver, ratios
     python benchmarks/bench.py --configs exp1 --iters 5 --warmup 1 --sections speed
     python benchmarks/bench.py --tiny                            # smoke test: a tiny config, one iteration
+    python benchmarks/bench.py --configs cifar_cpu --sections speed --cpu-variants bf16,compile   # CPU bf16 / compile
     python benchmarks/report.py out.json                         # the tables of out.json as markdown
 
 Sections (``--sections``, default all):
