@@ -41,12 +41,11 @@ from benchmarks.configs import CONFIGS, GOALS  # noqa: E402
 from benchmarks.machine import machine_info, tune_malloc  # noqa: E402
 from benchmarks.report import evaluate_goals, render  # noqa: E402
 from benchmarks.scaling import bench_scaling  # noqa: E402
-from benchmarks.speed import bench_config  # noqa: E402
+from benchmarks.speed import VARIANT_KINDS, bench_config  # noqa: E402
 from benchmarks.variants import have_theirs  # noqa: E402
 
 
 SECTIONS = ("speed", "scaling", "capture")
-VARIANT_KINDS = {"bf16", "compile"}  # the extra variants of our model: bf16 autocast, torch.compile
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,11 +104,12 @@ def main(argv: list[str] | None = None) -> dict:
     if sections - set(SECTIONS):
         parser.error(f"--sections: unknown section(s) {', '.join(sorted(sections - set(SECTIONS)))}; "
                      f"choose from {', '.join(SECTIONS)}")
-    for flag in ("cuda_variants", "cpu_variants"):
+    for flag in ("cuda_variants", "cpu_variants"):  # comma-separated on the command line, a set from here on
         kinds = set(filter(None, getattr(args, flag).split(",")))
-        if kinds - VARIANT_KINDS:
-            parser.error(f"--{flag}: unknown variant(s) {', '.join(sorted(kinds - VARIANT_KINDS))}; "
-                         f"choose from {', '.join(sorted(VARIANT_KINDS))}")
+        if kinds - set(VARIANT_KINDS):
+            parser.error(f"--{flag}: unknown variant(s) {', '.join(sorted(kinds - set(VARIANT_KINDS)))}; "
+                         f"choose from {', '.join(VARIANT_KINDS)}")
+        setattr(args, flag, kinds)
     if args.compare and not have_theirs():
         msg = "perceiver-pytorch is not installed (pip install perceiver-pytorch)"
         if not args.tiny:

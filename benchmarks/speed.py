@@ -13,6 +13,10 @@ from benchmarks.variants import (build_variant, eval_step_fn, fwd_bwd_fn, make_o
                                  train_step_fn)
 
 
+#: The extra variants of our model (``--cuda-variants``, ``--cpu-variants``): bf16 autocast, torch.compile
+VARIANT_KINDS = ("bf16", "compile")
+
+
 def variant_names(args, device: torch.device) -> list[str]:
     """The variants the command line asks for, ``ours`` first."""
     names = ["ours"]
@@ -23,9 +27,9 @@ def variant_names(args, device: torch.device) -> list[str]:
     if args.ablation:
         names += ["ours-no-absorb", "ours-no-recompute", "ours-neither", "ours-plain"]
     if device.type == "cuda":
-        kinds = set() if args.no_cuda_variants else set(args.cuda_variants.split(","))
+        kinds = set() if args.no_cuda_variants else args.cuda_variants
     else:
-        kinds = set(filter(None, args.cpu_variants.split(",")))
+        kinds = args.cpu_variants
     if "bf16" in kinds:
         names += ["ours+bf16"] + (["theirs+bf16"] if args.compare else [])
     if "compile" in kinds:

@@ -63,7 +63,7 @@ def test_compare_without_perceiver_pytorch_is_skipped_in_tiny_mode(tmp_path, mon
     assert set(res["configs"]["tiny"]["variants"]) == {"ours"}
 
 
-def test_cpu_variants_time_bf16_autocast_beside_float32(tmp_path):
+def test_cpu_variants_time_bf16_autocast_beside_float32():
     res = bench.main(["--tiny", "--quiet", "--sections", "speed", "--no-memory", "--cpu-variants", "bf16",
                       "--device", "cpu"])
     variants = res["configs"]["tiny"]["variants"]
