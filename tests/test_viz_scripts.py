@@ -169,6 +169,61 @@ def test_user_errors_give_one_line(runs, tmp_path, capsys):
     assert e.value.code == 2
 
 
+def _val_run(path, val_accs, train_accs):
+    """A run trained with a validation split: hand-made rows whose val and test accuracies differ."""
+    run = RunDir(path)
+    run.create()
+    for i, (val, train) in enumerate(zip(val_accs, train_accs), start=1):
+        append_jsonl(run.metrics_path, {"epoch": i, "train_acc": train, "val_acc": val, "test_acc": val - 0.2,
+                                        "elapsed_s": 120.0 * i, "samples_per_s": 500.0 + i})
+    return run
+
+
+def test_compare_draws_several_runs_on_one_figure(runs, tmp_path, capsys):
+    val = _val_run(tmp_path / "more" / "image", [0.3, 0.5, 0.45], [0.2, 0.6, 0.7])  # same folder name as a run
+    out = tmp_path / "cmp"
+    rc = visualize_results.cli(["--compare", str(runs["image"].path), str(runs["points"].path), str(val.path),
+                                str(runs["image"].path), "--save_dir", str(out), *DPI])
+    assert rc == 0
+    assert_png(out / "runs_comparison.png", min_kb=15)
+    report = json.loads((out / "runs_comparison.json").read_text())
+    by_dir = {Path(r["run_dir"]).resolve(): r for r in report["runs"]}
+    assert len(report["runs"]) == 3  # a run named twice is drawn once
+    image = by_dir[runs["image"].path.resolve()]
+    rows = runs["image"].read_metrics()
+    assert image["held_out"] == "test" and image["epochs"] == len(rows) == 12
+    assert image["last_acc"] == pytest.approx(rows[-1]["test_acc"])
+    assert image["best_acc"] == pytest.approx(max(r["test_acc"] for r in rows))
+    mine = by_dir[val.path.resolve()]
+    assert mine["held_out"] == "val"  # the validation accuracy, not the test accuracy, of a split run
+    assert (mine["last_acc"], mine["best_acc"], mine["best_epoch"]) == (0.45, 0.5, 2)
+    assert mine["last_train_acc"] == 0.7 and mine["samples_per_s"] == pytest.approx(502.0)
+    assert {r["run"] for r in report["runs"]} == {f"{runs['root'].name}/image", "more/image", "points"}
+
+
+def test_compare_with_no_runs_named_reads_run_dir_and_writes_beside_the_runs(tmp_path):
+    root = tmp_path / "logs"
+    _val_run(root / "a", [0.3, 0.4], [0.3, 0.5])
+    _val_run(root / "b", [0.35, 0.45], [0.3, 0.6])
+    assert visualize_results.cli(["--run_dir", str(root), "--compare", *DPI]) == 0
+    assert_png(root / "runs_comparison.png")
+    assert not (root / "a" / "plots").exists()  # no dashboards
+
+
+def test_compare_errors(runs, tmp_path, capsys):
+    for argv, words in ((["--compare", "--enhanced_attention"], "--compare draws accuracy curves only"),
+                        (["--compare", "x", "--run_dir", "y"], "not both")):
+        with pytest.raises(SystemExit) as e:
+            visualize_results.cli(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1
+    assert visualize_results.cli(["--compare", str(runs["image"].path), "--save_dir", str(tmp_path), *DPI]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "at least two runs" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs_comparison.png").exists()
+
+
 def test_script_entry_point_exit_code_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "visualize_attention.py"), "--logs_dir",
                            str(tmp_path / "missing")], capture_output=True, text=True, cwd=tmp_path, timeout=120)

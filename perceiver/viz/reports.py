@@ -194,6 +194,40 @@ def render_dashboard(run: RunDir, out_dir: Path | None = None, *, title: str | N
     return paths + [json_path]
 
 
+COMPARISON_STEM = "runs_comparison"
+
+
+def run_labels(runs: list[RunDir]) -> list[str]:
+    """Each run's folder name, or ``parent/name`` where two runs share a folder name."""
+    names = [r.name for r in runs]
+    return [f"{r.path.parent.name}/{r.name}" if names.count(r.name) > 1 else r.name for r in runs]
+
+
+def render_comparison(runs: list[RunDir], out_dir: Path, *, title: str | None = None, dpi: int = 150,
+                      formats=("png",)) -> list[Path]:
+    """Write ``runs_comparison.<fmt>`` and ``runs_comparison.json``: the accuracy curves of ``runs`` on one
+    figure. A run that cannot be read is left out with a warning; at least two must remain."""
+    named = []
+    for run, label in zip(runs, run_labels(runs)):
+        try:
+            named.append((label, run, load_series(run)))
+        except PerceiverError as e:
+            warn(f"skipped {e}")
+    if len(named) < 2:
+        found = ", ".join(label for label, _, _ in named) or "none"
+        raise RunDirError(f"a comparison needs at least two runs with finished epochs; readable: {found}")
+    from .run_comparison import comparison_figure, summary
+
+    fig = comparison_figure([(label, s) for label, _, s in named], title=title)
+    paths = save_figure(fig, out_dir, COMPARISON_STEM, formats, dpi)
+    report = {"title": title, "figure": [p.name for p in paths], "accuracy_unit": "fraction in [0, 1]",
+              "runs": [{**summary(label, s), "run_dir": str(run.path)} for label, run, s in named]}
+    json_path = Path(out_dir) / f"{COMPARISON_STEM}.json"
+    atomic_write_json(json_path, report)
+    make_shareable(json_path)
+    return paths + [json_path]
+
+
 def dashboard_attention_views(run: RunDir, epochs: list[int] | None) -> list[AttentionView]:
     available = run.attention_epochs()
     if not available:

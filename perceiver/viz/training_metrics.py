@@ -121,7 +121,7 @@ def series_from_rows(rows: list[dict]) -> Series:
     return Series(np.array(epochs, dtype=int), cols)
 
 
-def _finite_last(x: np.ndarray) -> float | None:
+def finite_last(x: np.ndarray) -> float | None:
     idx = np.flatnonzero(np.isfinite(x))
     return float(x[idx[-1]]) if len(idx) else None
 
@@ -229,7 +229,7 @@ def compute_metrics(rows_or_series) -> dict:
     loss = s.get("test_loss") if s.has("test_loss") else s.get("train_loss")
     loss_name = "test_loss" if s.has("test_loss") else "train_loss"
 
-    final_train, final_test = _finite_last(train_acc), _finite_last(test_acc)
+    final_train, final_test = finite_last(train_acc), finite_last(test_acc)
     recent = test_acc[-STABILITY_WINDOW:]
     recent = recent[np.isfinite(recent)]
     stability = float(1.0 - recent.std()) if len(recent) >= 2 else None
@@ -248,9 +248,9 @@ def compute_metrics(rows_or_series) -> dict:
         if s.has(name):
             value, epoch = _best(s.epochs, s.get(name), mode)
             best[name] = {"value": value, "epoch": epoch}
-    final = {name: _finite_last(s.get(name)) for name in _FIELDS if s.has(name)}
+    final = {name: finite_last(s.get(name)) for name in _FIELDS if s.has(name)}
     if s.has("elapsed_s"):  # wall time since the start, written by train.py
-        total_time = _finite_last(s.get("elapsed_s"))
+        total_time = finite_last(s.get("elapsed_s"))
     elif s.has("epoch_time_s"):
         total_time = float(np.nansum(s.get("epoch_time_s")))
     else:

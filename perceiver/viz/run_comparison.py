@@ -1,0 +1,78 @@
+"""Several runs on one figure: their accuracy curves against the epoch and against the training time.
+
+``runs_comparison.png``: (a) each run's held-out accuracy (solid) and training accuracy (dashed) after every
+epoch; (b) the held-out accuracy against the wall-clock time since the run started, which is the axis that compares
+runs of different speeds at one budget. The held-out accuracy is the validation accuracy of a run trained with
+``--val_split`` and the test accuracy otherwise; the legend says which. ``runs_comparison.json`` holds the figures
+behind the legend, one entry per run.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import training_metrics as tm
+from .style import apply_style, panel_label, percent, shorten
+
+HOURS_FROM_S = 2 * 3600  # runs longer than this are drawn in hours, shorter ones in minutes
+
+
+def held_out_name(series: tm.Series) -> str:
+    """``val_acc`` for a run with a validation split, ``test_acc`` otherwise."""
+    return "val_acc" if series.has("val_acc") else "test_acc"
+
+
+def summary(name: str, series: tm.Series) -> dict:
+    """The last epoch's figures of one run, and its best held-out epoch (accuracies as fractions)."""
+    key = held_out_name(series)
+    held = series.get(key)
+    finite = np.isfinite(held)
+    best = int(np.nanargmax(np.where(finite, held, -np.inf))) if finite.any() else None
+    speed = series.get("samples_per_s")
+    speed = speed[np.isfinite(speed)]
+    return {
+        "run": name,
+        "held_out": key.removesuffix("_acc"),
+        "epochs": int(series.epochs[-1]),
+        "last_acc": tm.finite_last(held),
+        "best_acc": float(held[best]) if best is not None else None,
+        "best_epoch": int(series.epochs[best]) if best is not None else None,
+        "last_train_acc": tm.finite_last(series.get("train_acc")),
+        "samples_per_s": float(np.median(speed)) if len(speed) else None,  # median: the first epoch may compile
+        "elapsed_s": tm.finite_last(series.get("elapsed_s")),
+    }
+
+
+def comparison_figure(named: list[tuple[str, tm.Series]], title: str | None = None):
+    """The two-panel figure of ``named`` runs, each a (name, metrics series) pair."""
+    apply_style()
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    colors = sns.color_palette("tab10" if len(named) <= 10 else "husl", len(named))
+    fig, (ax_epoch, ax_time) = plt.subplots(1, 2, figsize=(13, 5.2))
+    longest = max((tm.finite_last(s.get("elapsed_s")) or 0.0) for _, s in named)
+    unit, scale = ("hours", 3600.0) if longest > HOURS_FROM_S else ("minutes", 60.0)
+    for (name, s), color in zip(named, colors):
+        info = summary(name, s)
+        key = held_out_name(s)
+        label = (f"{shorten(name, 40)}: {info['held_out']} {percent(info['last_acc'], 1)}, "
+                 f"train {percent(info['last_train_acc'], 1)}, {info['epochs']} epochs")
+        ax_epoch.plot(s.epochs, s.get(key), "-", color=color, lw=1.6, label=label)
+        if s.has("train_acc"):
+            ax_epoch.plot(s.epochs, s.get("train_acc"), "--", color=color, lw=1.1, alpha=0.8)
+        if s.has("elapsed_s"):
+            ax_time.plot(s.get("elapsed_s") / scale, s.get(key), "-", marker=".", ms=3, color=color, lw=1.4)
+    ax_epoch.set(xlabel="epoch", ylabel="accuracy",
+                 title="held-out (solid) and training (dashed) accuracy")
+    ax_time.set(xlabel=f"time since the start ({unit})", ylabel="held-out accuracy",
+                title="held-out accuracy against the training time")
+    for ax in (ax_epoch, ax_time):
+        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{100 * v:.0f}%"))
+    panel_label(ax_epoch, "a")
+    panel_label(ax_time, "b")
+    ncol = 1 if len(named) == 1 else 2
+    rows = -(-len(named) // ncol)
+    fig.legend(*ax_epoch.get_legend_handles_labels(), loc="lower center", ncol=ncol, frameon=False)
+    fig.suptitle(title or f"{len(named)} runs compared")
+    fig.tight_layout(rect=(0, 0.02 + 0.045 * rows, 1, 0.95))
+    return fig
