@@ -6,7 +6,7 @@ from pathlib import Path
 
 from conftest import REPO
 
-DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 README = REPO / "README.md"
 
 

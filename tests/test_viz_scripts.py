@@ -175,7 +175,8 @@ def _val_run(path, val_accs, train_accs):
     run.create()
     for i, (val, train) in enumerate(zip(val_accs, train_accs), start=1):
         append_jsonl(run.metrics_path, {"epoch": i, "train_acc": train, "val_acc": val, "test_acc": val - 0.2,
-                                        "elapsed_s": 120.0 * i, "samples_per_s": 500.0 + i})
+                                        "elapsed_s": 120.0 * i, "samples_per_s": 500.0 + i,
+                                        "train_samples": 1000 if i < len(val_accs) else 400})  # a cut last epoch
     return run
 
 
@@ -191,13 +192,14 @@ def test_compare_draws_several_runs_on_one_figure(runs, tmp_path, capsys):
     assert len(report["runs"]) == 3  # a run named twice is drawn once
     image = by_dir[runs["image"].path.resolve()]
     rows = runs["image"].read_metrics()
-    assert image["held_out"] == "test" and image["epochs"] == len(rows) == 12
+    assert image["held_out"] == "test" and image["last_epoch"] == image["epochs"] == len(rows) == 12
     assert image["last_acc"] == pytest.approx(rows[-1]["test_acc"])
     assert image["best_acc"] == pytest.approx(max(r["test_acc"] for r in rows))
     mine = by_dir[val.path.resolve()]
     assert mine["held_out"] == "val"  # the validation accuracy, not the test accuracy, of a split run
     assert (mine["last_acc"], mine["best_acc"], mine["best_epoch"]) == (0.45, 0.5, 2)
     assert mine["last_train_acc"] == 0.7 and mine["samples_per_s"] == pytest.approx(502.0)
+    assert (mine["last_epoch"], mine["epochs"]) == (3, 2.4)  # the last epoch trained on 400 of 1000 images
     assert {r["run"] for r in report["runs"]} == {f"{runs['root'].name}/image", "more/image", "points"}
 
 

@@ -21,6 +21,16 @@ def held_out_name(series: tm.Series) -> str:
     return "val_acc" if series.has("val_acc") else "test_acc"
 
 
+def epochs_trained(series: tm.Series) -> float:
+    """Epochs as a number of passes over the training images: a last epoch cut short by ``--max_time`` counts
+    for the part of the images it trained on (12.2, not 13)."""
+    samples = series.get("train_samples")
+    samples = samples[np.isfinite(samples)]
+    if len(samples) < 2 or len(samples) != len(series):
+        return float(series.epochs[-1])
+    return round(float(series.epochs[-1] - len(samples) + samples.sum() / samples.max()), 1)
+
+
 def summary(name: str, series: tm.Series) -> dict:
     """The last epoch's figures of one run, and its best held-out epoch (accuracies as fractions)."""
     key = held_out_name(series)
@@ -32,7 +42,8 @@ def summary(name: str, series: tm.Series) -> dict:
     return {
         "run": name,
         "held_out": key.removesuffix("_acc"),
-        "epochs": int(series.epochs[-1]),
+        "last_epoch": int(series.epochs[-1]),
+        "epochs": epochs_trained(series),
         "last_acc": tm.finite_last(held),
         "best_acc": float(held[best]) if best is not None else None,
         "best_epoch": int(series.epochs[best]) if best is not None else None,
@@ -56,7 +67,7 @@ def comparison_figure(named: list[tuple[str, tm.Series]], title: str | None = No
         info = summary(name, s)
         key = held_out_name(s)
         label = (f"{shorten(name, 40)}: {info['held_out']} {percent(info['last_acc'], 1)}, "
-                 f"train {percent(info['last_train_acc'], 1)}, {info['epochs']} epochs")
+                 f"train {percent(info['last_train_acc'], 1)}, {info['epochs']:g} epochs")
         ax_epoch.plot(s.epochs, s.get(key), "-", color=color, lw=1.6, label=label)
         if s.has("train_acc"):
             ax_epoch.plot(s.epochs, s.get("train_acc"), "--", color=color, lw=1.1, alpha=0.8)
