@@ -206,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         for note in ignored_flags(args, explicit):
             print(f"note: {note}", flush=True)
     settings = Settings.from_flags(vars(args))
+    from perceiver.components import flush_denormals
 
+    flush_denormals()  # before any parallel work: the CPU pool's threads inherit it
     try:
         if settings.run.eval_only:
             from perceiver.score import score_checkpoint  # imported after validation: bad flags fail fast

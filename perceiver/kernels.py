@@ -51,6 +51,14 @@ from .config import PerceiverConfig
 
 _keys = itertools.count()
 
+#: The softmax's shifted scores are floored here before ``exp``. Torch's vectorised ``exp`` on x86 CPUs runs about
+#: a hundred times slower for arguments below about -87, whose results underflow to subnormals or zero, and a trained
+#: model's sharp cross-attention puts most of a row's 1024 scores down there: late epochs ran 2 to 3 times slower than
+#: the first (docs/PERFORMANCE.md). e^-60 (1e-26) is far below what float32 can add to the row's largest term (1),
+#: so the floor changes no weight that matters, and it keeps the weights, their products and gradients clear of
+#: subnormal values.
+SOFTMAX_FLOOR = -60.0
+
 
 def fast_blocks(config: PerceiverConfig):
     """(cross-attention class, MLP class) with the config's kernel choices bound."""
@@ -163,7 +171,7 @@ class ScaledSoftmax(torch.autograd.Function):
         s3 = s[:, None, :]  # (B, 1, N)
         raw = a.clone() if ctx.needs_input_grad[1] else None  # s's gradient needs the unscaled scores
         z = a.view(b, -1, n).mul_(s3)  # (B, R, N)
-        z.sub_(z.amax(-1, keepdim=True)).exp_()
+        z.sub_(z.amax(-1, keepdim=True)).clamp_(min=SOFTMAX_FLOOR).exp_()
         z.div_(z.sum(-1, keepdim=True)).mul_(s3)
         ctx.mark_dirty(a)
         ctx.save_for_backward(a, s, raw)

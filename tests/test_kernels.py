@@ -3,9 +3,13 @@
 Each case builds the plain model and the fast one from the same config (only the kernel fields differ), loads the
 same weights into both, and compares logits, attention maps and every gradient in float64.
 """
+import subprocess
+import sys
+
 import pytest
 import torch
 
+from conftest import REPO
 from perceiver import kernels
 from perceiver.kernels import FastCrossAttention, FastMLP, ScaledSoftmax
 from perceiver.blocks import MLP, Tokens
@@ -163,6 +167,46 @@ def test_scaled_softmax_gradients():
     assert torch.autograd.gradcheck(lambda a, s: ScaledSoftmax.apply(a.clone(), s), (a, s))
     expected = torch.softmax(a.view(2, 3, 5) * s[:, None], dim=-1) * s[:, None]
     torch.testing.assert_close(ScaledSoftmax.apply(a.detach().clone(), s.detach()).view(2, 3, 5), expected)
+
+
+def test_scaled_softmax_of_sharp_scores_writes_no_subnormal_weights():
+    """A trained model's sharp cross-attention: most scores of a row lie 88 or more below its largest. Their exps
+    are subnormal floats, on which the CPU's exp and matrix products run many times slower; the kernel floors them."""
+    torch.manual_seed(0)
+    a = torch.cat([torch.zeros(4, 1), -88 - 20 * torch.rand(4, 1023)], dim=1)  # (B R, N), float32
+    s = torch.rand(2, 1024) + 0.5  # (B, N)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(False)  # what a process has unless it flushes (train.py does)
+    try:
+        expected = torch.softmax(a.view(2, 2, 1024) * s[:, None], dim=-1) * s[:, None]
+        got = ScaledSoftmax.apply(a.clone(), s).view(2, 2, 1024)
+    finally:
+        torch.set_num_threads(threads)
+    tiny = torch.finfo(torch.float32).tiny
+    assert ((expected != 0) & (expected.abs() < tiny)).any()  # the plain softmax does write subnormals here
+    assert not ((got != 0) & (got.abs() < tiny)).any()
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-20)
+
+
+def test_flush_denormals_reaches_every_thread_of_the_pool():
+    """train.py flushes subnormals before its first parallel operation; the pool's threads, started later, inherit
+    it (a product of subnormals is zero in every chunk, whichever thread computed it)."""
+    code = ("import torch; from perceiver.components import flush_denormals; flush_denormals(); "
+            "torch.set_num_threads(2); x = torch.full((1 << 22,), 1e-39); "
+            "print(int((x * 1.0).count_nonzero()), int((torch.full((1 << 22,), 1.0) * 1.0).count_nonzero()))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0", str(1 << 22)]
+
+
+def test_train_py_flushes_subnormals_before_it_trains(run_train, monkeypatch):
+    import perceiver.components as comp
+
+    calls = []
+    monkeypatch.setattr(comp, "flush_denormals", lambda: calls.append(True))
+    assert run_train(["--epochs", "1", "--limit_train_batches", "1", "--limit_eval_batches", "1"]).code == 0
+    assert calls == [True]
 
 
 def test_shared_kv_refuses_shapes_it_cannot_compute():
