@@ -12,6 +12,8 @@ report.py   goals and the tables, one formatting for the console and markdown
 gpu_check.py on its own, on one GPU: Experiment 1 through train.py and against its peers (docs/PERFORMANCE.md)
 gpu_steps.py its in-process sections: MFU at large batches, the peer comparison, the step profile
 run_lock.py on its own: what the run lock costs against an epoch of the 10-minute CIFAR-10 model
+late_speed.py on its own: a trained checkpoint's training step against a fresh model's, with and without the
+            guards against subnormal floats
 
 Learning-quality scripts (each runs training, not the benchmark):
 data_scaling.py  train.py at one budget on parts of the training split (sizes x seeds): plot and tables

@@ -207,3 +207,21 @@ def test_a_smoke_check_through_gpu_run_sh_leaves_the_committed_gpu_figures_alone
     saved = json.loads((tmp_path / "gpu_smoke.json").read_text())
     assert saved["smoke"] and saved["sections"]["trainpy"]["status"].startswith("skipped")
     assert "wrote " + str(tmp_path / "gpu_smoke.json") in (tmp_path / "gpu_smoke.log").read_text()
+
+
+def test_late_speed_times_a_trained_checkpoint_with_and_without_the_guards(run_train):
+    result = run_train(["--epochs", "1", "--limit_train_batches", "2", "--limit_eval_batches", "1"])
+    assert result.code == 0
+    argv = [sys.executable, str(REPO / "benchmarks" / "late_speed.py"), "--checkpoint", str(result.run_dir),
+            "--threads", "1", "--batch_size", "4", "--steps", "1", "--rounds", "1"]
+    out = subprocess.run(argv, cwd=REPO, env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    for guards in ("on", "off"):
+        row = next(line for line in lines if line.strip().startswith(f"guards {guards}:"))
+        assert "trained" in row and "fresh" in row and " ms" in row
+    assert sum("times as fast" in line for line in lines) == 2
+    missing = subprocess.run(argv[:2] + ["--checkpoint", str(result.run_dir / "nope")], cwd=REPO,
+                             env=_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1
+    assert len(missing.stderr.strip().splitlines()) == 1 and "nope" in missing.stderr
