@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     viz_cli.check_alpha_dpi(parser, args)
     if args.compare is None:
         return
@@ -97,7 +97,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cli(argv=None) -> int:
-    return viz_cli.run(build_parser(), main, argv, check=check_flags)
+    return viz_cli.run(build_parser(), main, argv, check=check)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ def time_steps(args) -> dict[str, float]:
     return result
 
 
-def main(args) -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.guards:
         print(json.dumps(time_steps(args)))
         return 0
@@ -121,4 +122,4 @@ def main(args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(build_parser().parse_args()))
+    sys.exit(main())

@@ -169,14 +169,15 @@ def test_user_errors_give_one_line(runs, tmp_path, capsys):
     assert e.value.code == 2
 
 
-def _val_run(path, val_accs, train_accs):
-    """A run trained with a validation split: hand-made rows whose val and test accuracies differ."""
+def _val_run(path, val_accs, train_accs, last_samples=400):
+    """A run trained with a validation split: hand-made rows whose val and test accuracies differ; its last epoch
+    was cut short after ``last_samples`` of 1000 images."""
     run = RunDir(path)
     run.create()
     for i, (val, train) in enumerate(zip(val_accs, train_accs), start=1):
         append_jsonl(run.metrics_path, {"epoch": i, "train_acc": train, "val_acc": val, "test_acc": val - 0.2,
                                         "elapsed_s": 120.0 * i, "samples_per_s": 500.0 + i,
-                                        "train_samples": 1000 if i < len(val_accs) else 400})  # a cut last epoch
+                                        "train_samples": 1000 if i < len(val_accs) else last_samples})
     return run
 
 
@@ -201,6 +202,15 @@ def test_compare_draws_several_runs_on_one_figure(runs, tmp_path, capsys):
     assert mine["last_train_acc"] == 0.7 and mine["samples_per_s"] == pytest.approx(502.0)
     assert (mine["last_epoch"], mine["epochs"]) == (3, 2.4)  # the last epoch trained on 400 of 1000 images
     assert {r["run"] for r in report["runs"]} == {f"{runs['root'].name}/image", "more/image", "points"}
+
+
+def test_compare_leaves_out_the_training_accuracy_of_a_sliver_of_an_epoch(tmp_path):
+    root = tmp_path / "logs"
+    _val_run(root / "a", [0.3, 0.4, 0.41], [0.3, 0.5, 0.9], last_samples=20)  # 2 % of an epoch: 0.9 means little
+    _val_run(root / "b", [0.3, 0.4], [0.3, 0.5])
+    assert visualize_results.cli(["--run_dir", str(root), "--compare", *DPI]) == 0
+    a = json.loads((root / "runs_comparison.json").read_text())["runs"][0]
+    assert (a["run"], a["epochs"], a["last_acc"], a["last_train_acc"]) == ("a", 2.0, 0.41, 0.5)
 
 
 def test_compare_with_no_runs_named_reads_run_dir_and_writes_beside_the_runs(tmp_path):

@@ -4,7 +4,8 @@
 epoch; (b) the held-out accuracy against the wall-clock time since the run started, which is the axis that compares
 runs of different speeds at one budget. The held-out accuracy is the validation accuracy of a run trained with
 ``--val_split`` and the test accuracy otherwise; the legend says which. ``runs_comparison.json`` holds the figures
-behind the legend, one entry per run.
+behind the legend, one entry per run. A last epoch that ``--max_time`` cut short counts for the part of the images
+it trained on, and its training accuracy is left out below a tenth of an epoch.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from . import training_metrics as tm
 from .style import apply_style, panel_label, percent, shorten
 
 HOURS_FROM_S = 2 * 3600  # runs longer than this are drawn in hours, shorter ones in minutes
+MIN_TRAIN_FRACTION = 0.1  # a cut last epoch's training accuracy counts from this part of an epoch on
 
 
 def held_out_name(series: tm.Series) -> str:
@@ -21,14 +23,26 @@ def held_out_name(series: tm.Series) -> str:
     return "val_acc" if series.has("val_acc") else "test_acc"
 
 
-def epochs_trained(series: tm.Series) -> float:
-    """Epochs as a number of passes over the training images: a last epoch cut short by ``--max_time`` counts
-    for the part of the images it trained on (12.2, not 13)."""
+def epoch_fractions(series: tm.Series) -> np.ndarray:
+    """The part of the training images each epoch trained on: 1 for a whole epoch, less for one that
+    ``--max_time`` cut short (1 throughout when the rows do not say)."""
     samples = series.get("train_samples")
-    samples = samples[np.isfinite(samples)]
-    if len(samples) < 2 or len(samples) != len(series):
-        return float(series.epochs[-1])
-    return round(float(series.epochs[-1] - len(samples) + samples.sum() / samples.max()), 1)
+    if len(series) < 2 or not np.isfinite(samples).all():
+        return np.ones(len(series))
+    return samples / samples.max()
+
+
+def epochs_trained(series: tm.Series) -> float:
+    """Epochs as passes over the training images: a cut last epoch counts for its part (12.2, not 13)."""
+    return round(float(epoch_fractions(series).sum()), 1)
+
+
+def train_accuracy(series: tm.Series) -> np.ndarray:
+    """Each epoch's training accuracy, left out (NaN) for an epoch cut short before it trained on a tenth of the
+    images: a few batches' accuracy, under a rate decayed to zero, says little about the epoch before."""
+    acc = series.get("train_acc").copy()
+    acc[epoch_fractions(series) < MIN_TRAIN_FRACTION] = np.nan
+    return acc
 
 
 def summary(name: str, series: tm.Series) -> dict:
@@ -47,7 +61,7 @@ def summary(name: str, series: tm.Series) -> dict:
         "last_acc": tm.finite_last(held),
         "best_acc": float(held[best]) if best is not None else None,
         "best_epoch": int(series.epochs[best]) if best is not None else None,
-        "last_train_acc": tm.finite_last(series.get("train_acc")),
+        "last_train_acc": tm.finite_last(train_accuracy(series)),
         "samples_per_s": float(np.median(speed)) if len(speed) else None,  # median: the first epoch may compile
         "elapsed_s": tm.finite_last(series.get("elapsed_s")),
     }
@@ -70,7 +84,7 @@ def comparison_figure(named: list[tuple[str, tm.Series]], title: str | None = No
                  f"train {percent(info['last_train_acc'], 1)}, {info['epochs']:g} epochs")
         ax_epoch.plot(s.epochs, s.get(key), "-", color=color, lw=1.6, label=label)
         if s.has("train_acc"):
-            ax_epoch.plot(s.epochs, s.get("train_acc"), "--", color=color, lw=1.1, alpha=0.8)
+            ax_epoch.plot(s.epochs, train_accuracy(s), "--", color=color, lw=1.1, alpha=0.8)
         if s.has("elapsed_s"):
             ax_time.plot(s.get("elapsed_s") / scale, s.get(key), "-", marker=".", ms=3, color=color, lw=1.4)
     ax_epoch.set(xlabel="epoch", ylabel="accuracy",
