@@ -11,7 +11,8 @@ flush must be set before the CPU thread pool starts.
     python benchmarks/late_speed.py --checkpoint logs/cifar10_1h --threads 2
 
 Prints one line per model and setting (ms per step of forward, backward and the gradients' reset, the fastest of
---rounds rounds of --steps steps), then each model's ratio of the two settings.
+--rounds rounds of --steps steps; the two models alternate within the rounds), then each model's ratio of the two
+settings.
 """
 from __future__ import annotations
 
@@ -19,13 +20,13 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.timing import timed_rounds  # noqa: E402
 from perceiver.errors import OneLineParser  # noqa: E402
 
 GUARDS = ("on", "off")
@@ -70,23 +71,18 @@ def time_steps(args) -> dict[str, float]:
     x = torch.cat(xs)  # (B, N, C)
     pos = torch.cat(positions) if facts.kind == "pointcloud" else positions[0]  # (B, K, 3) or (N, 2)
     y = torch.randint(0, len(facts.class_names), (args.batch_size,))
-    result = {}
-    for name, model in models.items():
-        model.train()
-
-        def step():
-            model.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(x, pos), y).backward()
-
-        step()
-        rounds = []
-        for _ in range(args.rounds):
-            start = time.perf_counter()
+    def steps(model):
+        def run():
             for _ in range(args.steps):
-                step()
-            rounds.append((time.perf_counter() - start) / args.steps)
-        result[name] = 1e3 * min(rounds)
-    return result
+                model.zero_grad(set_to_none=True)
+                torch.nn.functional.cross_entropy(model(x, pos), y).backward()
+        return run
+
+    for model in models.values():
+        model.train()
+    timed = timed_rounds({name: steps(m) for name, m in models.items()}, warmup=1, iters=args.rounds,
+                         device=torch.device("cpu"))
+    return {name: 1e3 * t["min_s"] / args.steps for name, t in timed.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

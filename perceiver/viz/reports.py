@@ -218,10 +218,11 @@ def render_comparison(runs: list[RunDir], out_dir: Path, *, title: str | None = 
         raise RunDirError(f"a comparison needs at least two runs with finished epochs; readable: {found}")
     from .run_comparison import comparison_figure, summary
 
-    fig = comparison_figure([(label, s) for label, _, s in named], title=title)
+    infos = [{**summary(label, s), "run_dir": str(run.path)} for label, run, s in named]
+    fig = comparison_figure([(s, info) for (_, _, s), info in zip(named, infos)], title=title)
     paths = save_figure(fig, out_dir, COMPARISON_STEM, formats, dpi)
     report = {"title": title, "figure": [p.name for p in paths], "accuracy_unit": "fraction in [0, 1]",
-              "runs": [{**summary(label, s), "run_dir": str(run.path)} for label, run, s in named]}
+              "runs": infos}
     json_path = Path(out_dir) / f"{COMPARISON_STEM}.json"
     atomic_write_json(json_path, report)
     make_shareable(json_path)

@@ -67,20 +67,19 @@ def summary(name: str, series: tm.Series) -> dict:
     }
 
 
-def comparison_figure(named: list[tuple[str, tm.Series]], title: str | None = None):
-    """The two-panel figure of ``named`` runs, each a (name, metrics series) pair."""
+def comparison_figure(runs: list[tuple[tm.Series, dict]], title: str | None = None):
+    """The two-panel figure of ``runs``, each a (metrics series, its `summary`) pair."""
     apply_style()
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    colors = sns.color_palette("tab10" if len(named) <= 10 else "husl", len(named))
+    colors = sns.color_palette("tab10" if len(runs) <= 10 else "husl", len(runs))
     fig, (ax_epoch, ax_time) = plt.subplots(1, 2, figsize=(13, 5.2))
-    longest = max((tm.finite_last(s.get("elapsed_s")) or 0.0) for _, s in named)
+    longest = max(info["elapsed_s"] or 0.0 for _, info in runs)
     unit, scale = ("hours", 3600.0) if longest > HOURS_FROM_S else ("minutes", 60.0)
-    for (name, s), color in zip(named, colors):
-        info = summary(name, s)
+    for (s, info), color in zip(runs, colors):
         key = held_out_name(s)
-        label = (f"{shorten(name, 40)}: {info['held_out']} {percent(info['last_acc'], 1)}, "
+        label = (f"{shorten(info['run'], 40)}: {info['held_out']} {percent(info['last_acc'], 1)}, "
                  f"train {percent(info['last_train_acc'], 1)}, {info['epochs']:g} epochs")
         ax_epoch.plot(s.epochs, s.get(key), "-", color=color, lw=1.6, label=label)
         if s.has("train_acc"):
@@ -95,9 +94,9 @@ def comparison_figure(named: list[tuple[str, tm.Series]], title: str | None = No
         ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{100 * v:.0f}%"))
     panel_label(ax_epoch, "a")
     panel_label(ax_time, "b")
-    ncol = 1 if len(named) == 1 else 2
-    rows = -(-len(named) // ncol)
+    ncol = 1 if len(runs) == 1 else 2
+    rows = -(-len(runs) // ncol)
     fig.legend(*ax_epoch.get_legend_handles_labels(), loc="lower center", ncol=ncol, frameon=False)
-    fig.suptitle(title or f"{len(named)} runs compared")
+    fig.suptitle(title or f"{len(runs)} runs compared")
     fig.tight_layout(rect=(0, 0.02 + 0.045 * rows, 1, 0.95))
     return fig
