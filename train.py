@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--compile", action="store_true",
                    help="compile the model as one graph (and LAMB's update) with torch.compile; the last partial "
                         "batch of each epoch is dropped, so that every step has the same shapes (default: %(default)s)")
+    g.add_argument("--no_compile", dest="compile", action="store_false",
+                   help="run eagerly where a preset compiles (--preset cifar10_1h), e.g. on a machine without a C++ "
+                        "compiler")
     g.add_argument("--compile_mode", choices=("default", "reduce-overhead", "max-autotune"), default="default",
                    help="torch.compile mode with --compile: reduce-overhead replays CUDA graphs (default: %(default)s)")
     add_config_flags(g)  # --kernels

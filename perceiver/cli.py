@@ -163,6 +163,9 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit
         import torch
         if not torch.cuda.is_available():
             err("--device cuda: no CUDA device is visible; use --device cpu or --device auto")
+    if args.compile and no_cpp_compiler(args.device):
+        err("--compile on a CPU generates C++ and no C++ compiler was found (g++, or the one $CXX names): install "
+            "one (e.g. apt-get install g++) or run eagerly with --no_compile")
     if args.resume and args.overwrite:
         err("--resume continues a run and --overwrite deletes it: pass one of them")
     if args.eval_only and not args.resume:
@@ -179,6 +182,20 @@ def validate(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit
         if run.holds_run() and not args.overwrite:
             err(f"{run.path} already holds a run: pass --resume {run.path} to continue it, --overwrite to "
                 f"delete it and start over, or choose another --experiment_name")
+
+
+def no_cpp_compiler(device: str) -> bool:
+    """Whether a CPU run's torch.compile would fail at its first step for want of a C++ compiler, asked of
+    inductor's own search (which reads $CXX), so that the answer is the one the compilation would get."""
+    import torch
+    if device == "cuda" or (device == "auto" and torch.cuda.is_available()):
+        return False
+    from torch._inductor import cpp_builder, exc
+    try:
+        cpp_builder.get_cpp_compiler()
+    except exc.InvalidCxxCompiler:
+        return True
+    return False
 
 
 def ignored_flags(args: argparse.Namespace, explicit: set[str]) -> list[str]:
@@ -201,22 +218,22 @@ def ignored_flags(args: argparse.Namespace, explicit: set[str]) -> list[str]:
 # ------------------------------------------------------------------ --preset and --config: flags as typed tokens
 
 
-def to_argv(flags: dict, actions: dict) -> list[str]:
-    """Command-line tokens for ``{dest: value}``; ``actions`` maps each dest to its argparse action.
+def to_argv(flags: dict, actions: dict[str, list[argparse.Action]]) -> list[str]:
+    """Command-line tokens for ``{dest: value}``; ``actions`` maps each dest to its argparse actions.
 
     A switch is typed when its value is the one the switch sets (``True`` for ``--save_metrics``, ``False`` for
-    ``--no_input_norm``, whose dest is ``input_norm``); ``None`` leaves any flag at its default; lists become
+    ``--no_input_norm``, whose dest is ``input_norm``; ``--compile`` and ``--no_compile`` share one, so a file's
+    ``false`` can turn off a preset's ``--compile``); ``None`` leaves any flag at its default; lists become
     ``nargs`` values. Raises ValueError (one line) for a value the flag cannot take.
     """
     argv: list[str] = []
     for dest, value in flags.items():
-        action = actions[dest]
+        action = actions[dest][0]
         flag = action.option_strings[0]
         if action.nargs == 0:  # store_true / store_false
             if not isinstance(value, bool):
                 raise ValueError(f"{flag} is a switch: its value must be true or false, got {value!r}")
-            if value == action.const:
-                argv.append(flag)
+            argv += [a.option_strings[0] for a in actions[dest] if a.const == value][:1]
         elif value is None or value is False:
             continue
         elif isinstance(value, (list, tuple)):
@@ -290,7 +307,10 @@ def with_presets(make_parser: Callable[[], argparse.ArgumentParser],
     parser = make_parser()
     args = parser.parse_args(argv)
     explicit = typed_flags(make_parser, argv) - {"preset", "config"}
-    actions = {a.dest: a for a in parser._actions if a.option_strings}
+    actions: dict[str, list[argparse.Action]] = {}
+    for a in parser._actions:
+        if a.option_strings:
+            actions.setdefault(a.dest, []).append(a)
     base: list[str] = []
     sources = [(f"--preset {args.preset}", lambda: (preset_flags(args.preset), None))] if args.preset else []
     if args.config:

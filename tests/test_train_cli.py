@@ -247,6 +247,19 @@ def test_device_cuda_without_gpu_is_refused(run_train):
     assert res.code == 2 and "--device cuda" in res.err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU's C++ compiler")
+def test_compile_without_a_cpp_compiler_is_refused_before_the_run_starts(tmp_path):
+    """Inductor would fail at the first step, after the data is loaded and the run folder made."""
+    p = subprocess.run([sys.executable, "train.py", "--dataset", "shapes2d", "--compile", "--logs_dir",
+                        str(tmp_path), "--experiment_name", "run"], cwd=REPO,
+                       env=_subprocess_env({"CXX": str(tmp_path / "no-such-g++")}), capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no C++ compiler was found" in lines[0] and "--no_compile" in lines[0], p.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_real_process_prints_one_line_and_no_traceback(tmp_path):
     """The same guarantees in a real interpreter (argparse error, and a runtime error caught in main)."""
     for args, code in ((["--epochs", "-3"], 2), (["--resume", str(tmp_path / "x.pt")], 1)):
