@@ -178,7 +178,6 @@ def test_typed_flags_override_the_preset_wherever_they_are():
     assert args["data_dir"] == "/data/modelnet" and args["max_freq"] == 1120.0 and "data_dir" in explicit
 
 
-
 def test_no_compile_turns_off_the_hour_preset_compilation_typed_or_from_a_file(tmp_path):
     assert resolved(["--preset", "cifar10_1h"])[0]["compile"] is True
     for argv in (["--preset", "cifar10_1h", "--no_compile"], ["--no_compile", "--preset", "cifar10_1h"]):
@@ -191,6 +190,7 @@ def test_no_compile_turns_off_the_hour_preset_compilation_typed_or_from_a_file(t
     flags.write_text('{"compile": true}')
     assert resolved(["--config", str(flags)])[0]["compile"] is True
     assert resolved([])[0]["compile"] is False
+
 
 def test_preset_notes_flags_that_do_not_apply():
     args, explicit = resolved(["--preset", "exp1", "--fourier_bands", "16"])
